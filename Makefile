@@ -1,0 +1,41 @@
+# Patron: `make run` serves a demo, `make test` runs every test. Both set themselves up.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Serve Patron with demo data on SQLite (./patron.db) at http://$(HOST):$(PORT)
+run: $(STAMP)
+	$(BIN)/patron demo
+	$(BIN)/patron serve --host $(HOST) --port $(PORT)
+
+## The whole test suite (PostgreSQL too when PATRON_TEST_POSTGRES_URL is set)
+test: $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/earn.py
+
+clean:
+	rm -rf $(VENV) patron.db patron.db-wal patron.db-shm .pytest_cache .mypy_cache .ruff_cache

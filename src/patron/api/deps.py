@@ -1,0 +1,119 @@
+"""Per-request plumbing: the API key, one transaction per request, Idempotency-Key replay.
+
+Every route runs its work through :meth:`Call.run`: authenticate and check the scope, then the
+service call, all in one transaction that commits only if everything succeeded. A unique-key race
+(two requests creating the same thing at once) rolls back and runs again, so the loser sees the
+winner's row and answers as a replay or a 409, never a 500.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from patron.domain.errors import Conflict, Forbidden, IdempotencyConflict, Unauthorized
+from patron.services.clock import utcnow
+from patron.services.merchants import Principal, authenticate
+from patron.storage.tables import idempotency_keys
+
+Work = Callable[[Connection, Principal], Any]
+
+
+class Call:
+    def __init__(self, request: Request, authorization: str | None, idempotency_key: str | None) -> None:
+        self.request = request
+        self.engine: Engine = request.app.state.engine
+        self.authorization = authorization
+        self.idempotency_key = idempotency_key
+
+    def _principal(self, conn: Connection, scope: str) -> Principal:
+        auth = self.authorization or ""
+        scheme, _, key = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
+        principal = authenticate(conn, key=key.strip())
+        if not principal.allows(scope):
+            raise Forbidden(
+                f"this API key's scopes ({', '.join(sorted(principal.scopes))}) do not allow '{scope}'"
+            )
+        return principal
+
+    def run(self, work: Work, *, scope: str, status: int = 200, body: Any = None) -> JSONResponse:
+        """Run ``work`` in one transaction. ``work`` returns a payload or ``(payload, status)``."""
+        key = self.idempotency_key if self.request.method == "POST" else None
+        if key is not None and not 1 <= len(key) <= 255:
+            raise Conflict("Idempotency-Key must be 1-255 characters")
+        for attempt in range(4):
+            try:
+                with self.engine.begin() as conn:
+                    principal = self._principal(conn, scope)
+                    if key:
+                        replay = self._replay(conn, principal, key, body)
+                        if replay is not None:
+                            return replay
+                    out = work(conn, principal)
+                    payload, code = out if isinstance(out, tuple) else (out, status)
+                    payload = jsonable_encoder(payload)
+                    if key:
+                        conn.execute(
+                            insert(idempotency_keys).values(
+                                merchant_id=principal.merchant_id,
+                                key=key,
+                                method=self.request.method,
+                                path=self.request.url.path,
+                                body_hash=_hash(body),
+                                status_code=code,
+                                response=payload,
+                                created_at=utcnow(),
+                            )
+                        )
+                    return JSONResponse(payload, status_code=code)
+            except IntegrityError:
+                if attempt == 3:
+                    raise Conflict("a concurrent request changed the same data; retry")
+            except DBAPIError as exc:  # serialization failure / deadlock on PostgreSQL
+                if getattr(exc.orig, "sqlstate", None) not in ("40001", "40P01") or attempt == 3:
+                    raise
+        raise Conflict("a concurrent request changed the same data; retry")
+
+    def _replay(self, conn: Connection, principal: Principal, key: str, body: Any) -> JSONResponse | None:
+        row = (
+            conn.execute(
+                select(idempotency_keys).where(
+                    idempotency_keys.c.merchant_id == principal.merchant_id,
+                    idempotency_keys.c.key == key,
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        if row["body_hash"] != _hash(body) or row["path"] != self.request.url.path:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request")
+        return JSONResponse(
+            row["response"], status_code=row["status_code"], headers={"Idempotent-Replayed": "true"}
+        )
+
+
+def _hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(jsonable_encoder(body), sort_keys=True).encode()).hexdigest()
+
+
+def get_call(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Call:
+    return Call(request, authorization, idempotency_key)
+
+
+CallDep = Annotated[Call, Depends(get_call)]

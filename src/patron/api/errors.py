@@ -1,0 +1,96 @@
+"""RFC 9457 problem details: one table from error class to HTTP status and ``type``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from patron.domain import errors as e
+
+log = logging.getLogger("patron.api")
+TYPE_BASE = "https://patron.dev/problems/"
+
+#: The one table. Order matters: the first class an error is an instance of wins.
+STATUS: list[tuple[type[e.PatronError], int]] = [
+    (e.NotFound, 404),
+    (e.Unauthorized, 401),
+    (e.Forbidden, 403),
+    (e.InsufficientPoints, 409),
+    (e.DuplicateMember, 409),
+    (e.IdempotencyConflict, 409),
+    (e.MemberInactive, 409),
+    (e.Conflict, 409),
+    (e.RefundExceedsPurchase, 422),
+    (e.InvalidInput, 422),
+    (e.LedgerImbalance, 500),
+]
+
+HTTP_CODES = {
+    400: ("bad-request", "Bad request"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": TYPE_BASE + code, "title": title, "status": status, "detail": detail}
+    body.update(jsonable_encoder(extra))
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def status_of(exc: e.PatronError) -> int:
+    return next((s for cls, s in STATUS if isinstance(exc, cls)), 400)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(e.PatronError)
+    async def _patron(_: Request, exc: e.PatronError) -> JSONResponse:
+        status = status_of(exc)
+        if status >= 500:
+            log.error("internal error: %s", exc.detail)
+        return problem(status, exc.code, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": ".".join(str(p) for p in err.get("loc", ())),
+                "msg": err.get("msg"),
+                "type": err.get("type"),
+            }
+            for err in exc.errors()
+        ]
+        if any(err["type"] == "json_invalid" for err in errors):
+            return problem(
+                400,
+                "malformed-json",
+                "Malformed JSON",
+                "the request body is not valid JSON",
+                errors=errors,
+            )
+        detail = "; ".join(f"{err['loc']}: {err['msg']}" for err in errors[:5])
+        return problem(422, "validation-error", "Invalid request", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
+        return problem(exc.status_code, code, title, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return problem(
+            500,
+            "internal-error",
+            "Internal error",
+            "an unexpected error occurred; it has been logged",
+        )

@@ -1,0 +1,166 @@
+"""Members: enrol, look up, change, and see points, ledger and tier."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from patron.api.deps import CallDep
+from patron.domain.errors import InvalidInput
+from patron.services import ledger, members, tiers
+from patron.services.clock import utcnow
+from patron.services.members import MemberCreate, MemberUpdate, member_view
+from patron.services.programs import program_at
+
+router = APIRouter(tags=["members"])
+
+
+class AdjustmentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    points: Annotated[int, Field(ge=-1_000_000_000, le=1_000_000_000)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+@router.post("/members", status_code=201)
+def enrol(body: MemberCreate, call: CallDep) -> JSONResponse:
+    """Enrol a member. A duplicate email, phone or external id in the program is 409."""
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        row = members.enrol(conn, merchant_id=p.merchant_id, data=body)
+        return member_view(conn, merchant_id=p.merchant_id, member=row)
+
+    return call.run(work, scope="write", status=201, body=body.model_dump(mode="json"))
+
+
+@router.get("/members")
+def find_members(
+    call: CallDep,
+    email: str | None = None,
+    phone: str | None = None,
+    card_number: str | None = None,
+    external_id: str | None = None,
+    program_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JSONResponse:
+    """Find members by email (case-insensitive), phone (any format, compared in E.164), card
+    number or external id."""
+    if not any((email, phone, card_number, external_id, program_id)):
+        raise InvalidInput("give email, phone, card_number, external_id or program_id")
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        rows = members.find(
+            conn,
+            merchant_id=p.merchant_id,
+            email=email,
+            phone=phone,
+            card_number=card_number,
+            external_id=external_id,
+            program_id=program_id,
+            limit=limit,
+        )
+        return {"data": [member_view(conn, merchant_id=p.merchant_id, member=r) for r in rows]}
+
+    return call.run(work, scope="read")
+
+
+@router.get("/members/{member_id}")
+def get_member(member_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
+    """A member with points (available, pending, reserved, debt, lifetime_earned, expired,
+    redeemed) and tier, now or as of a past instant."""
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        row = members.get_member(conn, merchant_id=p.merchant_id, member_id=member_id)
+        return member_view(conn, merchant_id=p.merchant_id, member=row, as_of=as_of)
+
+    return call.run(work, scope="read")
+
+
+@router.patch("/members/{member_id}")
+def update_member(member_id: str, body: MemberUpdate, call: CallDep) -> JSONResponse:
+    """Change profile fields or status (`active`, `suspended`: no earning, `closed`: final)."""
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        row = members.update(conn, merchant_id=p.merchant_id, member_id=member_id, data=body)
+        return member_view(conn, merchant_id=p.merchant_id, member=row)
+
+    return call.run(work, scope="write")
+
+
+@router.get("/members/{member_id}/ledger")
+def member_ledger(
+    member_id: str,
+    call: CallDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+    as_of: AwareDatetime | None = None,
+) -> JSONResponse:
+    """The member's postings, newest first. Per `account`, `points` sum to that balance."""
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        members.get_member(conn, merchant_id=p.merchant_id, member_id=member_id)
+        return ledger.ledger_page(
+            conn,
+            merchant_id=p.merchant_id,
+            member_id=member_id,
+            limit=limit,
+            cursor=cursor,
+            as_of=as_of,
+        )
+
+    return call.run(work, scope="read")
+
+
+@router.post("/members/{member_id}/adjustments", status_code=201)
+def adjust(member_id: str, body: AdjustmentCreate, call: CallDep) -> JSONResponse:
+    """Credit or debit points by hand, with a reason. A debit beyond the available balance is
+    409 `insufficient-points`."""
+    return call.run(
+        lambda conn, p: ledger.adjust(
+            conn,
+            merchant_id=p.merchant_id,
+            member_id=member_id,
+            points=body.points,
+            reason=body.reason,
+        ),
+        scope="write",
+        status=201,
+        body=body.model_dump(),
+    )
+
+
+@router.get("/members/{member_id}/tier")
+def member_tier(member_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
+    """The member's tier, why they hold it, the qualifying period's value and what is next."""
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        row = members.get_member(conn, merchant_id=p.merchant_id, member_id=member_id)
+        at = as_of or utcnow()
+        program, _ = program_at(conn, merchant_id=p.merchant_id, program_id=row["program_id"], at=at)
+        state = tiers.tier_state(conn, merchant_id=p.merchant_id, member=row, program=program, as_of=at)
+        return tiers.tier_detail(state, program)
+
+    return call.run(work, scope="read")
+
+
+@router.get("/members/{member_id}/export")
+def export_member(member_id: str, call: CallDep) -> JSONResponse:
+    """Everything Patron holds about the member: profile, balances, events and ledger."""
+    return call.run(
+        lambda conn, p: members.export(conn, merchant_id=p.merchant_id, member_id=member_id),
+        scope="admin",
+    )
+
+
+@router.post("/members/{member_id}/erase")
+def erase_member(member_id: str, call: CallDep) -> JSONResponse:
+    """Anonymise the member's personal data and close the membership. The ledger stays whole."""
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        row = members.erase(conn, merchant_id=p.merchant_id, member_id=member_id)
+        return member_view(conn, merchant_id=p.merchant_id, member=row)
+
+    return call.run(work, scope="admin")

@@ -1,0 +1,113 @@
+"""Shared CLI plumbing: the database, the merchant, errors and output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from fastapi.encoders import jsonable_encoder
+from rich.console import Console
+from sqlalchemy import Connection, Engine
+
+from patron.config import get_settings
+from patron.domain.errors import PatronError
+from patron.storage import merchants as merchants_repo
+from patron.storage.db import make_engine, migrate
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+_engine: list[Engine] = []
+
+
+def engine() -> Engine:
+    """The engine for ``PATRON_DATABASE_URL``, with the schema created or migrated."""
+    if not _engine:
+        eng = make_engine(get_settings().database_url)
+        migrate(eng)
+        _engine.append(eng)
+    return _engine[0]
+
+
+@contextmanager
+def unit() -> Iterator[Connection]:
+    with engine().begin() as conn:
+        yield conn
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn engine errors into a message on stderr and exit status 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PatronError as exc:
+            details = exc.extra.get("errors")
+            fail(exc.detail + ("".join(f"\n  {e['loc']}: {e['msg']}" for e in details) if details else ""))
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_merchant(conn: Connection, merchant: str | None) -> str:
+    """The given merchant id, or the only merchant when there is exactly one."""
+    if merchant:
+        if merchants_repo.get_merchant(conn, merchant) is None:
+            fail(f"merchant {merchant} not found")
+        return merchant
+    rows = merchants_repo.list_merchants(conn)
+    if len(rows) == 1:
+        return str(rows[0]["id"])
+    fail(
+        "give --merchant ID (or set PATRON_MERCHANT): "
+        + ("no merchants yet" if not rows else f"{len(rows)} merchants exist")
+    )
+    return ""
+
+
+MerchantOpt = typer.Option(
+    None, "--merchant", "-m", envvar="PATRON_MERCHANT", help="Merchant id (default: the only one)."
+)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable_encoder(data), ensure_ascii=False) + "\n")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 time or a date (midnight UTC); naive times are refused."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"not an RFC 3339 time: {value!r}")
+        raise
+    if len(value) == 10:
+        return parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        fail(f"time {value!r} needs an offset, e.g. {value}Z")
+    return parsed.astimezone(UTC)
+
+
+def read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") if path != "-" else sys.stdin as f:
+            return json.load(f)
+    except FileNotFoundError:
+        fail(f"no such file: {path}")
+    except json.JSONDecodeError as exc:
+        fail(f"{path} is not valid JSON: {exc}")

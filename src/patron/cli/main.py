@@ -1,0 +1,86 @@
+"""The ``patron`` command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from patron.cli import events, members, merchants, programs
+from patron.cli.common import console, engine, err, handles_errors, unit
+
+app = typer.Typer(help="Patron: an open-source customer loyalty engine.", no_args_is_help=True)
+app.add_typer(merchants.app, name="merchants")
+app.add_typer(merchants.keys, name="keys")
+app.add_typer(programs.app, name="programs")
+app.add_typer(members.app, name="members")
+app.add_typer(events.app, name="events")
+db = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db, name="db")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the API (and /docs) with uvicorn."""
+    import uvicorn
+
+    engine()  # migrate before accepting requests
+    console.print(f"Patron at http://{host}:{port}  (API docs at /docs)")
+    uvicorn.run(
+        "patron.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@app.command()
+@handles_errors
+def verify() -> None:
+    """Prove the books: exit 0 when every journal sums to zero and every balance equals its postings."""
+    from patron.services.ledger import verify as check
+
+    with unit() as conn:
+        problems = check(conn)
+    if problems:
+        for p in problems:
+            err.print(p, highlight=False)
+        err.print(f"[red]{len(problems)} problem(s)[/red]")
+        raise typer.Exit(1)
+    console.print("ok: every journal balances and every balance equals the sum of its postings")
+
+
+@db.command("migrate")
+def migrate_() -> None:
+    """Create or upgrade the schema."""
+    engine()
+    console.print("schema is up to date")
+
+
+@app.command()
+@handles_errors
+def demo(
+    members_count: Annotated[int, typer.Option("--members", help="How many members.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
+) -> None:
+    """Create a demo merchant with a coffee-shop program and a year of activity."""
+    from patron.services.demo import build_demo
+
+    with unit() as conn:
+        out = build_demo(conn, members=members_count, seed=seed, progress=console)
+    console.print(f"\nDemo merchant [bold]{out['merchant_id']}[/bold], program {out['program_id']}")
+    console.print(f"API key: [bold]{out['api_key']}[/bold]")
+    console.print(f"{out['members']} members, {out['events']} events. Try:")
+    console.print(
+        f"  curl -H 'Authorization: Bearer {out['api_key']}' http://127.0.0.1:8000/v1/members/{out['sample_member']}"
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,165 @@
+"""A loyalty program as plain, immutable data.
+
+The JSON a merchant posts is validated at the edge (``services/program_schema.py``) and turned
+into these dataclasses; the rules of earning, tiers and expiry read only these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from enum import StrEnum
+from fractions import Fraction
+
+
+class RuleType(StrEnum):
+    SPEND = "spend"
+    MULTIPLIER = "multiplier"
+    ITEM_POINTS = "item_points"
+    VISIT = "visit"
+    ORDER = "order"
+    BONUS = "bonus"
+    ACTION = "action"
+    DISTANCE = "distance"
+
+
+class CapMode(StrEnum):
+    REDUCE = "reduce"
+    REJECT = "reject"
+
+
+class Period(StrEnum):
+    LIFETIME = "lifetime"
+    YEAR = "year"
+    MONTH = "month"
+    DAY = "day"
+
+
+@dataclass(frozen=True, slots=True)
+class Targeting:
+    """When a rule applies. Empty tuples and ``None`` mean "no restriction"."""
+
+    locations: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    tiers: tuple[str, ...] = ()
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    weekdays: tuple[int, ...] = ()  # 0 = Monday, in the program's timezone
+    hours_from: time | None = None  # local time of day, inclusive
+    hours_to: time | None = None  # local time of day, exclusive
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One earning rule. Which fields matter depends on ``type``:
+
+    * ``spend``: ``points`` per ``per_amount`` minor units of each eligible line;
+    * ``multiplier``: ``multiplier`` on the spend points of matching lines (``kind`` product) or
+      of the whole event (``kind`` promotion);
+    * ``item_points``: ``points`` per unit of each matching line;
+    * ``visit``: ``points`` per visit event whose ``amount`` is at least ``min_spend``;
+    * ``order``: ``points`` per purchase whose eligible amount is at least ``min_spend``;
+    * ``bonus``: ``points`` once when a purchase's eligible amount reaches ``threshold``;
+    * ``action``: ``points`` for the custom event ``action``, at most ``limit_count`` times
+      per ``limit_per``;
+    * ``distance``: ``percent_by_fare_class`` of the great-circle miles of a flight.
+    """
+
+    id: str
+    type: RuleType
+    points: int = 0
+    per_amount: int = 100
+    multiplier: Fraction = Fraction(1)
+    kind: str = "product"
+    categories: tuple[str, ...] = ()
+    skus: tuple[str, ...] = ()
+    min_spend: int = 0
+    threshold: int = 0
+    action: str | None = None
+    limit_count: int | None = None
+    limit_per: Period = Period.LIFETIME
+    percent_by_fare_class: tuple[tuple[str, int], ...] = ()
+    target: Targeting = field(default_factory=Targeting)
+
+    def matches_line(self, sku: str | None, category: str | None) -> bool:
+        if not self.categories and not self.skus:
+            return True
+        return (category is not None and category in self.categories) or (
+            sku is not None and sku in self.skus
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EarningBase:
+    """Which parts of a purchase earn. Defaults: net of discounts, no tax, shipping or gift cards."""
+
+    discounts: bool = False  # True: earn on the price before discounts
+    tax: bool = False
+    shipping: bool = False
+    gift_cards: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    per_event: int | None = None
+    per_member: int | None = None
+    per_member_period: Period = Period.DAY
+    mode: CapMode = CapMode.REDUCE
+
+
+@dataclass(frozen=True, slots=True)
+class TierLevel:
+    id: str
+    name: str
+    threshold: int
+    multiplier: Fraction = Fraction(1)
+    permanent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tiers:
+    metric: str = "qualifying_spend"  # qualifying_spend | status_points | visits
+    period: str = "calendar_year"  # calendar_year | rolling_12_months | anniversary
+    downgrade: str = "one_level"  # none | one_level | recompute
+    levels: tuple[TierLevel, ...] = ()
+
+    def level(self, tier_id: str | None) -> TierLevel | None:
+        return next((lv for lv in self.levels if lv.id == tier_id), None)
+
+    def reached(self, value: int) -> TierLevel | None:
+        """The highest level whose threshold ``value`` reaches."""
+        best = None
+        for lv in self.levels:
+            if value >= lv.threshold and (best is None or lv.threshold >= best.threshold):
+                best = lv
+        return best
+
+    def rank(self, tier_id: str | None) -> int:
+        ordered = sorted(self.levels, key=lambda lv: lv.threshold)
+        return next((i for i, lv in enumerate(ordered) if lv.id == tier_id), -1)
+
+
+@dataclass(frozen=True, slots=True)
+class Reward:
+    id: str
+    name: str
+    type: str
+    cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    name: str
+    currency: str
+    timezone: str = "UTC"
+    rules: tuple[Rule, ...] = ()
+    tiers: Tiers | None = None
+    expiry_months: int | None = None
+    pending_days: int = 0
+    return_policy: str = "debt"  # debt | write_off
+    earning_base: EarningBase = field(default_factory=EarningBase)
+    caps: Caps = field(default_factory=Caps)
+    rewards: tuple[Reward, ...] = ()
+
+    def actions(self) -> frozenset[str]:
+        return frozenset(r.action for r in self.rules if r.type == RuleType.ACTION and r.action)

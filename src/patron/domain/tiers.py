@@ -1,0 +1,152 @@
+"""Tiers: which level a member holds, derived from their qualifying history.
+
+Rules (the public contract)
+---------------------------
+* Reaching a level's threshold within a period upgrades at once. Within a period the level only
+  goes up: a return that takes the value back below a threshold does not demote mid-period.
+* A level reached in a period is held to the end of the next period.
+* At each period's end the member is placed by the period just ended: kept where its value met
+  their level, otherwise moved by the ``downgrade`` policy: ``one_level`` drops one level (never
+  below what the ended period's value reaches), ``recompute`` goes to the level that value
+  reaches, ``none`` keeps the level. Permanent levels are never lost.
+
+The metric is counted from *qualification rows*: ``(period_at, recorded_at, value)``; a refund
+row carries the ``period_at`` of the purchase it refunds, so that it reduces that period's
+value, and its own ``recorded_at``. Nothing here reads the spendable balance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
+
+from patron.domain.expiry import add_months
+from patron.domain.program import TierLevel, Tiers
+
+
+@dataclass(frozen=True, slots=True)
+class QualRow:
+    period_at: datetime
+    recorded_at: datetime
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class TierState:
+    level: TierLevel | None
+    since: datetime
+    reason: str
+    value: int
+    period_start: datetime
+    period_end: datetime
+
+
+def _local_midnight(d: datetime, tz: ZoneInfo) -> datetime:
+    local = d.astimezone(tz)
+    return datetime.combine(local.date(), time(0), tzinfo=tz)
+
+
+def period_bounds(
+    tiers: Tiers, at: datetime, *, tz: ZoneInfo, enrolled_at: datetime
+) -> tuple[datetime, datetime]:
+    """The qualification period containing ``at``, as aware datetimes (start inclusive)."""
+    if tiers.period == "rolling_12_months":
+        return add_months(at, -12), at
+    if tiers.period == "anniversary":
+        anchor = _local_midnight(enrolled_at, tz)
+        local = at.astimezone(tz)
+        years = local.year - anchor.year
+        start = add_months(anchor, 12 * years)
+        if start > local:
+            start = add_months(anchor, 12 * (years - 1))
+        return start, add_months(start, 12)
+    local = at.astimezone(tz)
+    start = datetime(local.year, 1, 1, tzinfo=tz)
+    return start, datetime(local.year + 1, 1, 1, tzinfo=tz)
+
+
+def periods_between(
+    tiers: Tiers, first: datetime, last: datetime, *, tz: ZoneInfo, enrolled_at: datetime
+) -> list[tuple[datetime, datetime]]:
+    """Consecutive periods from the one containing ``first`` to the one containing ``last``."""
+    out = [period_bounds(tiers, first, tz=tz, enrolled_at=enrolled_at)]
+    while out[-1][1] <= last:
+        out.append(period_bounds(tiers, out[-1][1], tz=tz, enrolled_at=enrolled_at))
+    return out
+
+
+def _base(tiers: Tiers) -> TierLevel | None:
+    return min(tiers.levels, key=lambda lv: lv.threshold) if tiers.levels else None
+
+
+def requalify(tiers: Tiers, held: TierLevel | None, value: int) -> TierLevel | None:
+    """Placement at a period's end, by the value of the period just ended."""
+    met = tiers.reached(value)
+    if held is None or held.permanent or tiers.rank(met.id if met else None) >= tiers.rank(held.id):
+        return held
+    if tiers.downgrade == "none":
+        return held
+    if tiers.downgrade == "recompute":
+        return met
+    ordered = sorted(tiers.levels, key=lambda lv: lv.threshold)
+    one_down = ordered[max(tiers.rank(held.id) - 1, 0)]
+    return one_down if tiers.rank(one_down.id) > tiers.rank(met.id if met else None) else met
+
+
+def evaluate(
+    tiers: Tiers,
+    rows: Sequence[QualRow],
+    *,
+    as_of: datetime,
+    tz: ZoneInfo,
+    enrolled_at: datetime,
+) -> TierState:
+    """The member's tier as of ``as_of``, folding period by period from enrolment."""
+    rows = [r for r in rows if r.recorded_at <= as_of]
+    level = _base(tiers)
+    since, reason = enrolled_at, "enrolled"
+    if tiers.period == "rolling_12_months":
+        start, end = add_months(as_of, -12), as_of
+        value = sum(r.value for r in rows if start < r.period_at <= end)
+        reached = tiers.reached(value)
+        if reached is not None and tiers.rank(reached.id) > tiers.rank(level.id if level else None):
+            level, reason = reached, f"{tiers.metric} of {value} in the last 12 months"
+            since = max((r.recorded_at for r in rows), default=enrolled_at)
+        return TierState(level, since, reason, value, start, end)
+    first = min([enrolled_at, *(r.period_at for r in rows)])
+    periods = periods_between(tiers, first, as_of, tz=tz, enrolled_at=enrolled_at)
+    value = 0
+    for start, end in periods:
+        in_period = sorted((r for r in rows if start <= r.period_at < end), key=lambda r: r.recorded_at)
+        running = 0
+        for row in in_period:
+            running += row.value
+            reached = tiers.reached(running)
+            if reached is not None and tiers.rank(reached.id) > tiers.rank(level.id if level else None):
+                level, since = reached, max(row.recorded_at, start)
+                reason = f"reached {tiers.metric} {running} (threshold {reached.threshold})"
+        value = running
+        if end <= as_of:
+            placed = requalify(tiers, level, value)
+            if placed != level:
+                level, since = placed, end
+                reason = f"requalified at period end with {tiers.metric} {value}"
+    start, end = periods[-1]
+    return TierState(level, since, reason, value, start, end)
+
+
+def next_level(tiers: Tiers, current: TierLevel | None, value: int) -> tuple[TierLevel, int] | None:
+    """The next level above ``current`` and how much more of the metric it needs."""
+    above = sorted(
+        (lv for lv in tiers.levels if lv.threshold > (current.threshold if current else -1)),
+        key=lambda lv: lv.threshold,
+    )
+    if not above:
+        return None
+    return above[0], max(above[0].threshold - value, 0)
+
+
+def as_utc_period(bounds: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
+    return bounds[0].astimezone(UTC), bounds[1].astimezone(UTC)

@@ -1,0 +1,1 @@
+"""Use cases: load, call the domain, write. Services flush, never commit."""

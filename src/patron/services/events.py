@@ -1,0 +1,514 @@
+"""Events: record what a member did, earn or take back points, and explain every point.
+
+One event is one transaction: the event row, its per-line and per-rule attribution, its
+qualification row and its journals are written together or not at all. The event id is the
+idempotency key: a replay with the same body returns the first result and writes nothing; the
+same id with a different body is a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+from sqlalchemy import Connection
+
+from patron.domain import earning
+from patron.domain import returns as ret
+from patron.domain.errors import (
+    Conflict,
+    IdempotencyConflict,
+    InvalidInput,
+    MemberInactive,
+    NotFound,
+)
+from patron.domain.expiry import add_months, lot_times
+from patron.domain.ledger import Account, Balances, JournalKind, credit, spending_order, take_back
+from patron.domain.program import Period, Program, RuleType
+from patron.domain.tiers import next_level
+from patron.domain.travel import great_circle_miles
+from patron.services.clock import utcnow
+from patron.services.event_schema import EventIn
+from patron.services.members import member_view
+from patron.services.merchants import ensure_location
+from patron.services.programs import _errors, program_at
+from patron.services.tiers import tier_state
+from patron.storage import events as repo
+from patron.storage import ledger as ledger_repo
+from patron.storage import members as members_repo
+from patron.storage.ids import new_id
+
+BUILTIN_TYPES = frozenset({"purchase", "refund", "cancel", "visit", "flight"})
+FUTURE_SLACK = timedelta(minutes=5)
+
+
+def body_hash(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_event(body: Any) -> EventIn:
+    try:
+        return EventIn.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidInput("the event is not valid", errors=_errors(exc))
+
+
+def _replay(existing: dict[str, Any], digest: str) -> tuple[dict[str, Any], bool]:
+    if existing["body_hash"] != digest:
+        raise IdempotencyConflict(
+            f"event {existing['external_id']} was already recorded with a different body"
+        )
+    return existing["result"], False
+
+
+def record_event(conn: Connection, *, merchant_id: str, body: Any) -> tuple[dict[str, Any], bool]:
+    """Apply one event. Returns ``(result, created)``; ``created`` is False for a replay."""
+    ev = parse_event(body)
+    digest = body_hash(body)
+    existing = repo.get_event(conn, merchant_id, ev.id)
+    if existing is not None:
+        return _replay(existing, digest)
+    member = members_repo.get_member(conn, merchant_id, ev.member_id)
+    if member is None:
+        raise NotFound(f"member {ev.member_id} not found")
+    now = utcnow()
+    occurred_at = ev.occurred_at.astimezone(UTC) if ev.occurred_at else now
+    if occurred_at > now + FUTURE_SLACK:
+        raise InvalidInput("occurred_at is in the future", field="occurred_at")
+    balances = ledger_repo.lock_balances(conn, merchant_id, member["id"])
+    existing = repo.get_event(conn, merchant_id, ev.id)  # a twin may have committed while we waited
+    if existing is not None:
+        return _replay(existing, digest)
+    program, version = program_at(
+        conn, merchant_id=merchant_id, program_id=member["program_id"], at=occurred_at
+    )
+    if ev.type not in BUILTIN_TYPES and ev.type not in program.actions():
+        raise InvalidInput(
+            f"unknown event type {ev.type!r}: use purchase, refund, cancel, visit, flight or a "
+            f"custom action the program defines ({', '.join(sorted(program.actions())) or 'none'})",
+            field="type",
+        )
+    if ev.currency and ev.currency != program.currency:
+        raise InvalidInput(f"currency {ev.currency} does not match the program's {program.currency}")
+    if ev.location_id:
+        ensure_location(conn, merchant_id=merchant_id, location_id=ev.location_id)
+    ctx = _Ctx(conn, merchant_id, member, program, version, occurred_at, now, balances)
+    if ev.type in ("refund", "cancel"):
+        result = _reverse(ctx, ev, digest, body)
+    else:
+        if member["status"] != "active":
+            raise MemberInactive(f"member is {member['status']}: no earning")
+        result = _earn(ctx, ev, digest, body)
+    return result, True
+
+
+class _Ctx:
+    def __init__(
+        self,
+        conn: Connection,
+        merchant_id: str,
+        member: dict[str, Any],
+        program: Program,
+        version: int,
+        occurred_at: datetime,
+        now: datetime,
+        balances: Balances,
+    ) -> None:
+        self.conn, self.merchant_id, self.member = conn, merchant_id, member
+        self.program, self.version = program, version
+        self.occurred_at, self.now, self.balances = occurred_at, now, balances
+
+    def write(
+        self, journal: Any, *, event_id: str, at: datetime, lot: ledger_repo.NewLot | None = None
+    ) -> str:
+        return ledger_repo.write_journal(
+            self.conn,
+            journal,
+            merchant_id=self.merchant_id,
+            member_id=self.member["id"],
+            program_id=self.member["program_id"],
+            program_version=self.version,
+            occurred_at=at,
+            created_at=self.now,
+            event_id=event_id,
+            lot=lot,
+        )
+
+
+@cache
+def _airports() -> dict[str, Any]:
+    import airportsdata
+
+    return dict(airportsdata.load("IATA"))
+
+
+def _distance(origin: str, destination: str) -> float:
+    airports = _airports()
+    missing = [code for code in (origin, destination) if code not in airports]
+    if missing:
+        raise InvalidInput(f"unknown airport code(s): {', '.join(missing)}")
+    a, b = airports[origin], airports[destination]
+    return great_circle_miles(float(a["lat"]), float(a["lon"]), float(b["lat"]), float(b["lon"]))
+
+
+def domain_event(ev: EventIn, occurred_at: datetime) -> earning.Event:
+    return earning.Event(
+        type=ev.type,
+        occurred_at=occurred_at,
+        lines=tuple(
+            earning.Line(
+                id=ln.id,
+                quantity=ln.quantity,
+                unit_price=ln.unit_price,
+                sku=ln.sku,
+                category=ln.category,
+                discount=ln.discount,
+                tax=ln.tax,
+                gift_card=ln.gift_card,
+            )
+            for ln in ev.purchase_lines()
+        ),
+        location_id=ev.location_id,
+        channel=ev.channel,
+        shipping=ev.shipping,
+        amount=ev.amount,
+        distance_miles=_distance(ev.origin, ev.destination)
+        if ev.type == "flight" and ev.origin and ev.destination
+        else None,
+        fare_class=ev.fare_class,
+    )
+
+
+def period_window(period: Period, at: datetime, tz: ZoneInfo) -> tuple[datetime | None, datetime | None]:
+    """The calendar day/month/year containing ``at`` in ``tz``; lifetime is unbounded."""
+    local = at.astimezone(tz)
+    if period == Period.DAY:
+        start = datetime(local.year, local.month, local.day, tzinfo=tz)
+        return start, start + timedelta(days=1)
+    if period == Period.MONTH:
+        start = datetime(local.year, local.month, 1, tzinfo=tz)
+        return start, add_months(start, 1)
+    if period == Period.YEAR:
+        start = datetime(local.year, 1, 1, tzinfo=tz)
+        return start, datetime(local.year + 1, 1, 1, tzinfo=tz)
+    return None, None
+
+
+def earning_context(
+    conn: Connection,
+    merchant_id: str,
+    member: dict[str, Any] | None,
+    program: Program,
+    at: datetime,
+) -> earning.Context:
+    if member is None:
+        return earning.Context()
+    tz = ZoneInfo(program.timezone)
+    state = tier_state(conn, merchant_id=merchant_id, member=member, program=program, as_of=at)
+    counts = {}
+    for rule in program.rules:
+        if rule.type == RuleType.ACTION and rule.limit_count is not None:
+            start, end = period_window(rule.limit_per, at, tz)
+            counts[rule.id] = repo.action_count(conn, merchant_id, member["id"], rule.id, start, end)
+    earned = 0
+    if program.caps.per_member is not None:
+        start, end = period_window(program.caps.per_member_period, at, tz)
+        earned = repo.earned_between(conn, merchant_id, member["id"], start, end)
+    return earning.Context(
+        tier=state.level if state else None, action_counts=counts, earned_in_cap_period=earned
+    )
+
+
+def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
+    program = ctx.program
+    res = earning.earn(
+        program,
+        domain_event(ev, ctx.occurred_at),
+        earning_context(ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at),
+    )
+    event_id = new_id("evt")
+    lot_id = new_id("lot")
+    pending = program.pending_days > 0
+    journal = credit(
+        res.points,
+        debt=ctx.balances.debt,
+        into=Account.PENDING if pending else Account.AVAILABLE,
+        lot_id=lot_id,
+        counter=Account.ISSUED,
+        reason=f"{ev.type} {ev.id}",
+    )
+    if journal is not None:
+        lot_points = sum(p.amount for p in journal.postings if p.lot_id)
+        available_from, expires_at = lot_times(
+            ctx.occurred_at, pending_days=program.pending_days, expiry_months=program.expiry_months
+        )
+        lot = (
+            ledger_repo.NewLot(lot_id, lot_points, ctx.occurred_at, available_from, expires_at)
+            if lot_points
+            else None
+        )
+        ctx.write(journal, event_id=event_id, at=ctx.occurred_at, lot=lot)
+        if lot is not None and pending and available_from <= ctx.now:
+            release = _release_journal(lot_id, lot_points)
+            ctx.write(release, event_id=event_id, at=available_from)
+    repo.insert_qualification(
+        ctx.conn,
+        merchant_id=ctx.merchant_id,
+        event_id=event_id,
+        member_id=ctx.member["id"],
+        period_at=ctx.occurred_at,
+        recorded_at=ctx.occurred_at,
+        spend=res.qualifying_amount if ev.type == "purchase" else 0,
+        status_points=res.points,
+        visits=1 if ev.type in ("purchase", "visit") else 0,
+    )
+    result = {
+        "id": ev.id,
+        "type": ev.type,
+        "occurred_at": ctx.occurred_at.isoformat(),
+        "points": res.points,
+        "qualifying_amount": res.qualifying_amount,
+        "lines": [{"id": ln.line_id, "points": ln.points, "amount": ln.amount} for ln in res.lines],
+        "rules": [{"rule_id": r, "points": p} for r, p in res.rules],
+        "capped": res.capped,
+        "program_version": ctx.version,
+        "member": _member_json(ctx),
+    }
+    repo.insert_event(
+        ctx.conn,
+        row=_event_row(ctx, ev, event_id, digest, body, res.points, result, refers_to=None),
+        lines=[
+            {
+                "line_id": ln.line_id,
+                "quantity": ln.quantity,
+                "points": ln.points,
+                "amount": ln.amount,
+            }
+            for ln in res.lines
+        ],
+        rules=[{"rule_id": r, "points": p} for r, p in res.rules],
+    )
+    return result
+
+
+def _release_journal(lot_id: str, points: int) -> Any:
+    from patron.domain.ledger import Journal, Posting
+
+    return Journal(
+        JournalKind.RELEASE,
+        (Posting(Account.PENDING, -points, lot_id), Posting(Account.AVAILABLE, points, lot_id)),
+        "pending period over",
+    )
+
+
+def _member_json(ctx: _Ctx) -> dict[str, Any]:
+    member = members_repo.get_member(ctx.conn, ctx.merchant_id, ctx.member["id"])
+    assert member is not None
+    view = member_view(ctx.conn, merchant_id=ctx.merchant_id, member=member)
+    return json.loads(json.dumps(view, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _event_row(
+    ctx: _Ctx,
+    ev: EventIn,
+    event_id: str,
+    digest: str,
+    body: Any,
+    points: int,
+    result: dict[str, Any],
+    refers_to: str | None,
+) -> dict[str, Any]:
+    return {
+        "merchant_id": ctx.merchant_id,
+        "id": event_id,
+        "external_id": ev.id,
+        "program_id": ctx.member["program_id"],
+        "program_version": ctx.version,
+        "member_id": ctx.member["id"],
+        "type": ev.type,
+        "occurred_at": ctx.occurred_at,
+        "received_at": ctx.now,
+        "refers_to": refers_to,
+        "location_id": ev.location_id,
+        "points": points,
+        "body_hash": digest,
+        "body": json.loads(json.dumps(body, default=str)),
+        "result": result,
+    }
+
+
+def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
+    assert ev.refers_to is not None
+    orig = repo.get_event(ctx.conn, ctx.merchant_id, ev.refers_to)
+    if orig is None or orig["member_id"] != ctx.member["id"]:
+        raise InvalidInput(f"refers_to {ev.refers_to!r} is not an event of this member", field="refers_to")
+    if orig["refers_to"] is not None:
+        raise InvalidInput("a refund or cancel cannot itself be refunded or cancelled", field="refers_to")
+    if ev.type == "refund" and orig["type"] != "purchase":
+        raise InvalidInput(
+            f"only purchases can be refunded; cancel a {orig['type']} instead", field="refers_to"
+        )
+    earned = [
+        ret.LineState(r["line_id"], r["quantity"], r["points"], r["amount"])
+        for r in repo.lines_of(ctx.conn, ctx.merchant_id, orig["id"])
+    ]
+    prior = {
+        r["line_id"]: ret.LineState(r["line_id"], int(r["quantity"]), int(r["points"]), int(r["amount"]))
+        for r in repo.reversed_lines(ctx.conn, ctx.merchant_id, orig["id"])
+    }
+    if ev.type == "cancel":
+        deltas = ret.reverse_all(earned, prior)
+        if not deltas:
+            raise Conflict(f"event {ev.refers_to} is already fully reversed")
+    elif ev.amount is not None:
+        deltas = ret.reverse_amount(earned, prior, ev.amount)
+    else:
+        request: dict[str, int] = {}
+        for ln in ev.refund_lines():
+            request[ln.id] = request.get(ln.id, 0) + ln.quantity
+        deltas = ret.reverse_lines(earned, prior, request)
+    points = sum(d.points for d in deltas)
+    event_id = new_id("evt")
+    if points:
+        own = ledger_repo.lots_of_event(ctx.conn, ctx.merchant_id, orig["id"])
+        m = ctx.member["id"]
+        pend = ledger_repo.lot_balances(ctx.conn, ctx.merchant_id, m, Account.PENDING)
+        avail = ledger_repo.lot_balances(ctx.conn, ctx.merchant_id, m, Account.AVAILABLE)
+        sources = (
+            [(Account.PENDING, lot) for lot in pend if lot.id in own]
+            + [(Account.AVAILABLE, lot) for lot in avail if lot.id in own]
+            + [(Account.AVAILABLE, lot) for lot in spending_order(avail) if lot.id not in own]
+            + [(Account.PENDING, lot) for lot in spending_order(pend) if lot.id not in own]
+        )
+        journal = take_back(
+            points,
+            sources=sources,
+            counter=Account.ISSUED,
+            kind=JournalKind.CANCEL if ev.type == "cancel" else JournalKind.REFUND,
+            shortfall_to=Account.DEBT if ctx.program.return_policy == "debt" else Account.ADJUSTMENTS,
+            reason=f"{ev.type} of {orig['external_id']}",
+        )
+        assert journal is not None
+        ctx.write(journal, event_id=event_id, at=ctx.occurred_at)
+    all_back = sum(p.quantity for p in prior.values()) + sum(d.quantity for d in deltas) >= sum(
+        ln.quantity for ln in earned
+    ) and sum(p.points for p in prior.values()) + points >= sum(ln.points for ln in earned)
+    repo.insert_qualification(
+        ctx.conn,
+        merchant_id=ctx.merchant_id,
+        event_id=event_id,
+        member_id=ctx.member["id"],
+        period_at=orig["occurred_at"],
+        recorded_at=ctx.occurred_at,
+        spend=-sum(d.amount for d in deltas) if orig["type"] == "purchase" else 0,
+        status_points=-points,
+        visits=-1 if all_back and orig["type"] in ("purchase", "visit") else 0,
+    )
+    result = {
+        "id": ev.id,
+        "type": ev.type,
+        "refers_to": ev.refers_to,
+        "occurred_at": ctx.occurred_at.isoformat(),
+        "points": -points,
+        "qualifying_amount": -sum(d.amount for d in deltas),
+        "lines": [
+            {"id": d.line_id, "points": -d.points, "quantity": d.quantity, "amount": -d.amount}
+            for d in deltas
+        ],
+        "rules": [],
+        "program_version": ctx.version,
+        "member": _member_json(ctx),
+    }
+    repo.insert_event(
+        ctx.conn,
+        row=_event_row(ctx, ev, event_id, digest, body, -points, result, refers_to=orig["id"]),
+        lines=[
+            {"line_id": d.line_id, "quantity": d.quantity, "points": d.points, "amount": d.amount}
+            for d in deltas
+        ],
+        rules=[],
+    )
+    return result
+
+
+def get_event(conn: Connection, *, merchant_id: str, event_id: str) -> dict[str, Any]:
+    row = repo.get_event(conn, merchant_id, event_id)
+    if row is None:
+        raise NotFound(f"event {event_id} not found")
+    result: dict[str, Any] = row["result"]
+    return result
+
+
+def calculate(conn: Connection, *, merchant_id: str, body: Any) -> dict[str, Any]:
+    """What an event would earn, and what the member is near to. Writes nothing."""
+    if isinstance(body, dict):
+        body = {"id": "calculate", **body}
+    ev = parse_event(body)
+    if ev.type in ("refund", "cancel"):
+        raise InvalidInput("calculate takes earning events, not refunds or cancels", field="type")
+    member = members_repo.get_member(conn, merchant_id, ev.member_id)
+    if member is None:
+        raise NotFound(f"member {ev.member_id} not found")
+    at = ev.occurred_at.astimezone(UTC) if ev.occurred_at else utcnow()
+    program, version = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=at)
+    if ev.type not in BUILTIN_TYPES and ev.type not in program.actions():
+        raise InvalidInput(f"unknown event type {ev.type!r}", field="type")
+    res = earning.earn(program, domain_event(ev, at), earning_context(conn, merchant_id, member, program, at))
+    balances = ledger_repo.cached_balances(conn, merchant_id, member["id"])
+    near: list[dict[str, Any]] = []
+    for rule in program.rules:
+        if rule.type == RuleType.BONUS and ev.type == "purchase" and res.qualifying_amount < rule.threshold:
+            near.append(
+                {
+                    "kind": "bonus",
+                    "rule_id": rule.id,
+                    "spend_more": rule.threshold - res.qualifying_amount,
+                    "points": rule.points,
+                }
+            )
+    state = tier_state(conn, merchant_id=merchant_id, member=member, program=program, as_of=at)
+    if state is not None and program.tiers is not None:
+        gain = {
+            "qualifying_spend": res.qualifying_amount,
+            "status_points": res.points,
+            "visits": 1,
+        }[program.tiers.metric]
+        nxt = next_level(program.tiers, state.level, state.value + gain)
+        if nxt is not None:
+            near.append(
+                {
+                    "kind": "tier",
+                    "tier_id": nxt[0].id,
+                    "metric": program.tiers.metric,
+                    "remaining": nxt[1],
+                }
+            )
+    after = balances.available + max(res.points - balances.debt, 0)
+    for reward in sorted(program.rewards, key=lambda r: r.cost):
+        if reward.cost > after:
+            near.append({"kind": "reward", "reward_id": reward.id, "points_needed": reward.cost - after})
+            break
+    return {
+        "member_id": member["id"],
+        "type": ev.type,
+        "points": res.points,
+        "qualifying_amount": res.qualifying_amount,
+        "lines": [{"id": ln.line_id, "points": ln.points, "amount": ln.amount} for ln in res.lines],
+        "rules": [{"rule_id": r, "points": p} for r, p in res.rules],
+        "capped": res.capped,
+        "program_version": version,
+        "available_after": after,
+        "near": near,
+    }

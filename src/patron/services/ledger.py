@@ -1,0 +1,172 @@
+"""Balances, the ledger listing, manual adjustments and the books' verification."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from patron.domain.errors import InvalidInput, MemberInactive, NotFound
+from patron.domain.expiry import lot_times
+from patron.domain.ledger import (
+    Account,
+    Balances,
+    JournalKind,
+    credit,
+    display_points,
+    spending_order,
+    take_back,
+)
+from patron.services.clock import utcnow
+from patron.services.programs import program_at
+from patron.storage import events as events_repo
+from patron.storage import ledger as repo
+from patron.storage import members as members_repo
+from patron.storage.ids import new_id
+
+
+def balances(conn: Connection, *, merchant_id: str, member_id: str, as_of: datetime | None) -> Balances:
+    """Cached balances for now; recomputed from postings for a past instant."""
+    if as_of is None:
+        return repo.cached_balances(conn, merchant_id, member_id)
+    return repo.balances_as_of(conn, merchant_id, member_id, as_of)
+
+
+def points_view(b: Balances) -> dict[str, int]:
+    return asdict(b)
+
+
+def encode_cursor(at: datetime, posting_id: str) -> str:
+    raw = json.dumps([at.isoformat(), posting_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, posting_id = json.loads(raw)
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None or not isinstance(posting_id, str):
+            raise ValueError
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise InvalidInput("cursor is not valid; use next_cursor from the previous page", field="cursor")
+    return parsed, posting_id
+
+
+def ledger_page(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member_id: str,
+    limit: int = 50,
+    cursor: str | None = None,
+    as_of: datetime | None = None,
+) -> dict[str, Any]:
+    """One page of the member's ledger, newest first. Per account, points sum to the balance."""
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500", field="limit")
+    after = decode_cursor(cursor) if cursor else None
+    rows = repo.ledger_page(conn, merchant_id, member_id, limit=limit, after=after, as_of=as_of)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    external = _event_external_ids(conn, merchant_id, {r["event_id"] for r in rows if r["event_id"]})
+    data = [
+        {
+            "id": r["id"],
+            "type": r["kind"],
+            "account": r["account"],
+            "points": display_points(r["account"], r["amount"]),
+            "occurred_at": r["occurred_at"],
+            "event_id": external.get(r["event_id"]),
+            "journal_id": r["journal_id"],
+            "reason": r["reason"] or None,
+            "lot_id": r["lot_id"],
+            "expires_at": r["expires_at"],
+            "program_version": r["program_version"],
+        }
+        for r in rows
+    ]
+    next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["id"]) if more and rows else None
+    return {"data": data, "next_cursor": next_cursor, "has_more": more}
+
+
+def _event_external_ids(conn: Connection, merchant_id: str, ids: set[str]) -> dict[str, str]:
+    return events_repo.external_ids(conn, merchant_id, ids) if ids else {}
+
+
+def adjust(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member_id: str,
+    points: int,
+    reason: str,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A manual correction. A credit repays debt first; a debit cannot overdraw (409)."""
+    member = members_repo.get_member(conn, merchant_id, member_id)
+    if member is None:
+        raise NotFound(f"member {member_id} not found")
+    if member["status"] == "closed":
+        raise MemberInactive("the member is closed")
+    if points == 0:
+        raise InvalidInput("an adjustment of 0 points changes nothing", field="points")
+    if not reason.strip():
+        raise InvalidInput("an adjustment needs a reason", field="reason")
+    now = utcnow()
+    at = occurred_at or now
+    program, version = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=at)
+    current = repo.lock_balances(conn, merchant_id, member_id)
+    lot = None
+    if points > 0:
+        lot_id = new_id("lot")
+        journal = credit(
+            points,
+            debt=current.debt,
+            into=Account.AVAILABLE,
+            lot_id=lot_id,
+            counter=Account.ADJUSTMENTS,
+        )
+        assert journal is not None
+        journal = type(journal)(JournalKind.ADJUSTMENT, journal.postings, reason)
+        if any(p.lot_id for p in journal.postings):
+            available_from, expires_at = lot_times(at, pending_days=0, expiry_months=program.expiry_months)
+            lot = repo.NewLot(lot_id, points - min(points, current.debt), at, available_from, expires_at)
+    else:
+        lots = spending_order(repo.lot_balances(conn, merchant_id, member_id, Account.AVAILABLE))
+        journal = take_back(  # type: ignore[assignment]
+            -points,
+            sources=[(Account.AVAILABLE, lot) for lot in lots],
+            counter=Account.ADJUSTMENTS,
+            kind=JournalKind.ADJUSTMENT,
+            shortfall_to=None,
+            reason=reason,
+        )
+    assert journal is not None
+    journal_id = repo.write_journal(
+        conn,
+        journal,
+        merchant_id=merchant_id,
+        member_id=member_id,
+        program_id=member["program_id"],
+        program_version=version,
+        occurred_at=at,
+        created_at=now,
+        lot=lot,
+    )
+    return {
+        "id": journal_id,
+        "member_id": member_id,
+        "points": points,
+        "reason": reason,
+        "occurred_at": at,
+        "balances": points_view(repo.cached_balances(conn, merchant_id, member_id)),
+    }
+
+
+def verify(conn: Connection, *, merchant_id: str | None = None) -> list[str]:
+    return repo.verify(conn, merchant_id)

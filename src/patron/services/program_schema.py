@@ -1,0 +1,338 @@
+"""The program JSON: validated by Pydantic, published as a JSON Schema, turned into domain data.
+
+Every field has a default except ``name`` and ``currency``; see ``docs/program-reference.md``.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from decimal import Decimal
+from fractions import Fraction
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from patron.domain import program as d
+
+Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
+Points = Annotated[int, Field(ge=0, le=1_000_000_000)]
+Money = Annotated[int, Field(ge=0, le=10**15)]
+WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Hours(Strict):
+    from_: time = Field(alias="from", description="Local time of day the rule starts (inclusive).")
+    to: time = Field(description="Local time of day the rule ends (exclusive).")
+
+
+class RuleBase(Strict):
+    id: Slug = Field(description="Stable id of the rule; appears in per-rule attribution.")
+    name: str | None = None
+    locations: list[str] = Field(default_factory=list, description="Only at these locations.")
+    channels: list[str] = Field(default_factory=list, description="Only on these channels.")
+    tiers: list[str] = Field(default_factory=list, description="Only for members in these tiers.")
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=list, description="Only on these weekdays (program timezone)."
+    )
+    hours: Hours | None = Field(default=None, description="Only at these times of day.")
+    categories: list[str] = Field(default_factory=list)
+    skus: list[str] = Field(default_factory=list)
+
+    def target(self) -> d.Targeting:
+        return d.Targeting(
+            locations=tuple(self.locations),
+            channels=tuple(self.channels),
+            tiers=tuple(self.tiers),
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
+            weekdays=tuple(WEEKDAYS.index(w) for w in self.weekdays),
+            hours_from=self.hours.from_ if self.hours else None,
+            hours_to=self.hours.to if self.hours else None,
+        )
+
+    def common(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "categories": tuple(self.categories),
+            "skus": tuple(self.skus),
+            "target": self.target(),
+        }
+
+
+class SpendRule(RuleBase):
+    """``points`` per ``per_amount`` minor units of each eligible line (exact, floored per event)."""
+
+    type: Literal["spend"]
+    points: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    per_amount: Annotated[int, Field(ge=1, le=10**9)] = 100
+
+    def to_domain(self) -> d.Rule:
+        return d.Rule(type=d.RuleType.SPEND, points=self.points, per_amount=self.per_amount, **self.common())
+
+
+class MultiplierRule(RuleBase):
+    """Multiplies spend points: of matching lines (product) or of the whole event (promotion)."""
+
+    type: Literal["multiplier"]
+    multiplier: Annotated[Decimal, Field(ge=1, le=100)]
+    kind: Literal["product", "promotion"] | None = Field(
+        default=None,
+        description="Defaults to product when categories or skus are given, else promotion.",
+    )
+
+    def to_domain(self) -> d.Rule:
+        kind = self.kind or ("product" if self.categories or self.skus else "promotion")
+        return d.Rule(
+            type=d.RuleType.MULTIPLIER,
+            multiplier=Fraction(self.multiplier),
+            kind=kind,
+            **self.common(),
+        )
+
+
+class ItemPointsRule(RuleBase):
+    """Fixed ``points`` per unit of each line matching ``categories`` or ``skus``."""
+
+    type: Literal["item_points"]
+    points: Points
+
+    def to_domain(self) -> d.Rule:
+        return d.Rule(type=d.RuleType.ITEM_POINTS, points=self.points, **self.common())
+
+
+class VisitRule(RuleBase):
+    """Fixed ``points`` per ``visit`` event whose ``amount`` is at least ``min_spend``."""
+
+    type: Literal["visit"]
+    points: Points
+    min_spend: Money = 0
+
+    def to_domain(self) -> d.Rule:
+        return d.Rule(type=d.RuleType.VISIT, points=self.points, min_spend=self.min_spend, **self.common())
+
+
+class OrderRule(RuleBase):
+    """Fixed ``points`` per purchase whose eligible amount is at least ``min_spend``."""
+
+    type: Literal["order"]
+    points: Points
+    min_spend: Money = 0
+
+    def to_domain(self) -> d.Rule:
+        return d.Rule(type=d.RuleType.ORDER, points=self.points, min_spend=self.min_spend, **self.common())
+
+
+class BonusRule(RuleBase):
+    """``points`` once when a purchase's eligible amount reaches ``threshold``."""
+
+    type: Literal["bonus"]
+    points: Points
+    threshold: Annotated[int, Field(ge=1, le=10**15)]
+
+    def to_domain(self) -> d.Rule:
+        return d.Rule(type=d.RuleType.BONUS, points=self.points, threshold=self.threshold, **self.common())
+
+
+class Limit(Strict):
+    count: Annotated[int, Field(ge=1, le=10_000)] = 1
+    per: Literal["lifetime", "year", "month", "day"] = "lifetime"
+
+
+class ActionRule(RuleBase):
+    """``points`` for the custom event type ``action``, at most ``limit.count`` per ``limit.per``."""
+
+    type: Literal["action"]
+    action: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    points: Points
+    limit: Limit | None = None
+
+    @field_validator("action")
+    @classmethod
+    def _not_builtin(cls, v: str) -> str:
+        if v in {"purchase", "refund", "cancel", "visit", "flight"}:
+            raise ValueError(f"{v!r} is a built-in event type, not a custom action")
+        return v
+
+    def to_domain(self) -> d.Rule:
+        return d.Rule(
+            type=d.RuleType.ACTION,
+            points=self.points,
+            action=self.action,
+            limit_count=self.limit.count if self.limit else None,
+            limit_per=d.Period(self.limit.per) if self.limit else d.Period.LIFETIME,
+            **self.common(),
+        )
+
+
+class DistanceRule(RuleBase):
+    """Miles for flights: great-circle distance times a percentage by fare class."""
+
+    type: Literal["distance"]
+    percent_by_fare_class: dict[str, Annotated[int, Field(ge=0, le=1000)]]
+
+    def to_domain(self) -> d.Rule:
+        return d.Rule(
+            type=d.RuleType.DISTANCE,
+            percent_by_fare_class=tuple(sorted(self.percent_by_fare_class.items())),
+            **self.common(),
+        )
+
+
+RuleSpec = Annotated[
+    SpendRule
+    | MultiplierRule
+    | ItemPointsRule
+    | VisitRule
+    | OrderRule
+    | BonusRule
+    | ActionRule
+    | DistanceRule,
+    Field(discriminator="type"),
+]
+
+
+class TierLevelSpec(Strict):
+    id: Slug
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    threshold: Annotated[int, Field(ge=0, le=10**15)]
+    multiplier: Annotated[Decimal, Field(ge=1, le=100)] = Decimal(1)
+    permanent: bool = False
+
+
+class TiersSpec(Strict):
+    metric: Literal["qualifying_spend", "status_points", "visits"] = "qualifying_spend"
+    period: Literal["calendar_year", "rolling_12_months", "anniversary"] = "calendar_year"
+    downgrade: Literal["none", "one_level", "recompute"] = "one_level"
+    levels: Annotated[list[TierLevelSpec], Field(min_length=1, max_length=50)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> TiersSpec:
+        ids = [lv.id for lv in self.levels]
+        if len(set(ids)) != len(ids):
+            raise ValueError("tier level ids must be unique")
+        thresholds = [lv.threshold for lv in self.levels]
+        if len(set(thresholds)) != len(thresholds):
+            raise ValueError("tier thresholds must be distinct")
+        return self
+
+
+class ExpirySpec(Strict):
+    months: Annotated[int, Field(ge=1, le=1200)]
+
+
+class EarningBaseSpec(Strict):
+    discounts: bool = Field(False, description="Earn on prices before discounts.")
+    tax: bool = Field(False, description="Tax earns.")
+    shipping: bool = Field(False, description="Shipping earns.")
+    gift_cards: bool = Field(False, description="Gift-card purchases earn.")
+
+
+class CapsSpec(Strict):
+    per_event: Points | None = None
+    per_member: Points | None = None
+    per_member_period: Literal["day", "month", "year", "lifetime"] = "day"
+    mode: Literal["reduce", "reject"] = "reduce"
+
+
+class RewardSpec(Strict):
+    id: Slug
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    type: str = "free_product"
+    cost: Annotated[int, Field(ge=1, le=10**9)]
+
+
+class ReferralSpec(Strict):
+    referrer_points: Points = 0
+    referee_points: Points = 0
+
+
+class ProgramSpec(Strict):
+    """A loyalty program. Only ``name`` and ``currency`` are required."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")]
+    timezone: str = Field("UTC", description="IANA timezone for periods, days and hours.")
+    points_name: str = "points"
+    earning_rules: Annotated[list[RuleSpec], Field(max_length=500)] = Field(default_factory=list)
+    tiers: TiersSpec | None = None
+    expiry: ExpirySpec | None = None
+    pending_days: Annotated[int, Field(ge=0, le=365)] = 0
+    return_policy: Literal["debt", "write_off"] = Field(
+        "debt",
+        description="When a refund takes back more than the member has: record the shortfall "
+        "as debt repaid from later earnings, or write it off to program adjustments.",
+    )
+    earning_base: EarningBaseSpec = Field(default_factory=EarningBaseSpec)
+    caps: CapsSpec = Field(default_factory=CapsSpec)
+    rewards: list[RewardSpec] = Field(default_factory=list)
+    referrals: ReferralSpec | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ProgramSpec:
+        for label, ids in (
+            ("earning rule", [r.id for r in self.earning_rules]),
+            ("reward", [r.id for r in self.rewards]),
+        ):
+            dup = {i for i in ids if ids.count(i) > 1}
+            if dup:
+                raise ValueError(f"duplicate {label} id(s): {', '.join(sorted(dup))}")
+        return self
+
+    def to_domain(self) -> d.Program:
+        tiers = None
+        if self.tiers:
+            tiers = d.Tiers(
+                metric=self.tiers.metric,
+                period=self.tiers.period,
+                downgrade=self.tiers.downgrade,
+                levels=tuple(
+                    d.TierLevel(lv.id, lv.name, lv.threshold, Fraction(lv.multiplier), lv.permanent)
+                    for lv in self.tiers.levels
+                ),
+            )
+        caps = self.caps
+        return d.Program(
+            name=self.name,
+            currency=self.currency,
+            timezone=self.timezone,
+            rules=tuple(r.to_domain() for r in self.earning_rules),
+            tiers=tiers,
+            expiry_months=self.expiry.months if self.expiry else None,
+            pending_days=self.pending_days,
+            return_policy=self.return_policy,
+            earning_base=d.EarningBase(**self.earning_base.model_dump()),
+            caps=d.Caps(
+                per_event=caps.per_event,
+                per_member=caps.per_member,
+                per_member_period=d.Period(caps.per_member_period),
+                mode=d.CapMode(caps.mode),
+            ),
+            rewards=tuple(d.Reward(r.id, r.name, r.type, r.cost) for r in self.rewards),
+        )
+
+
+def program_json_schema() -> dict[str, Any]:
+    return ProgramSpec.model_json_schema(by_alias=True)

@@ -1,0 +1,132 @@
+"""Programs: create, read, and edit by publishing a new version with an effective time."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Connection
+
+from patron.domain.errors import InvalidInput, NotFound
+from patron.domain.program import Program
+from patron.services.clock import utcnow
+from patron.services.program_schema import ProgramSpec
+from patron.storage import programs as repo
+from patron.storage.ids import new_id
+
+EPOCH_NOTE = "Version 1 also governs events that occurred before the program was created."
+
+
+def validate_spec(body: Any) -> ProgramSpec:
+    try:
+        return ProgramSpec.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidInput("the program is not valid", errors=_errors(exc))
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def create_program(conn: Connection, *, merchant_id: str, body: Any) -> dict[str, Any]:
+    spec = validate_spec(body)
+    program_id = new_id("prg")
+    now = utcnow()
+    repo.insert_program(conn, merchant_id=merchant_id, id=program_id, name=spec.name, created_at=now)
+    repo.insert_version(
+        conn,
+        merchant_id=merchant_id,
+        program_id=program_id,
+        version=1,
+        effective_from=now,
+        body=spec.model_dump(mode="json", by_alias=True),
+        created_at=now,
+    )
+    return get_program(conn, merchant_id=merchant_id, program_id=program_id)
+
+
+def update_program(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    program_id: str,
+    body: Any,
+    effective_from: datetime | None,
+) -> dict[str, Any]:
+    """Publish a new version. Postings keep the version that made them; nothing is rewritten."""
+    if repo.get_program(conn, merchant_id, program_id) is None:
+        raise NotFound(f"program {program_id} not found")
+    spec = validate_spec(body)
+    now = utcnow()
+    version = repo.latest_version_number(conn, merchant_id, program_id) + 1
+    repo.insert_version(
+        conn,
+        merchant_id=merchant_id,
+        program_id=program_id,
+        version=version,
+        effective_from=effective_from or now,
+        body=spec.model_dump(mode="json", by_alias=True),
+        created_at=now,
+    )
+    return get_program(conn, merchant_id=merchant_id, program_id=program_id)
+
+
+def get_program(
+    conn: Connection, *, merchant_id: str, program_id: str, at: datetime | None = None
+) -> dict[str, Any]:
+    row = repo.get_program(conn, merchant_id, program_id)
+    if row is None:
+        raise NotFound(f"program {program_id} not found")
+    version = repo.version_at(conn, merchant_id, program_id, at or utcnow())
+    assert version is not None
+    return {
+        **version["body"],
+        "id": program_id,
+        "version": version["version"],
+        "effective_from": version["effective_from"],
+        "created_at": row["created_at"],
+    }
+
+
+def list_programs(conn: Connection, *, merchant_id: str) -> list[dict[str, Any]]:
+    return [
+        get_program(conn, merchant_id=merchant_id, program_id=r["id"])
+        for r in repo.list_programs(conn, merchant_id)
+    ]
+
+
+def list_versions(conn: Connection, *, merchant_id: str, program_id: str) -> list[dict[str, Any]]:
+    if repo.get_program(conn, merchant_id, program_id) is None:
+        raise NotFound(f"program {program_id} not found")
+    return [
+        {
+            "version": v["version"],
+            "effective_from": v["effective_from"],
+            "created_at": v["created_at"],
+            "body": v["body"],
+        }
+        for v in repo.versions(conn, merchant_id, program_id)
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(merchant_id: str, program_id: str, version: int, body_key: str) -> Program:
+    import json
+
+    return ProgramSpec.model_validate(json.loads(body_key)).to_domain()
+
+
+def program_at(conn: Connection, *, merchant_id: str, program_id: str, at: datetime) -> tuple[Program, int]:
+    """The domain program in effect at ``at`` and its version number (versions are immutable)."""
+    import json
+
+    version = repo.version_at(conn, merchant_id, program_id, at)
+    if version is None:
+        raise NotFound(f"program {program_id} not found")
+    key = json.dumps(version["body"], sort_keys=True)
+    return _parse(merchant_id, program_id, version["version"], key), int(version["version"])

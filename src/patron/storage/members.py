@@ -1,0 +1,60 @@
+"""Members: profile rows. Balances live in ``storage/ledger.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from patron.storage.tables import members
+
+LOOKUPS = ("email_key", "phone", "card_number", "external_id", "referral_code")
+
+
+def insert_member(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(members).values(**values))
+
+
+def get_member(conn: Connection, merchant_id: str, member_id: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(select(members).where(members.c.merchant_id == merchant_id, members.c.id == member_id))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def find_members(
+    conn: Connection, merchant_id: str, *, limit: int = 100, **where: Any
+) -> list[dict[str, Any]]:
+    """Members matching every given identifier (``email_key``, ``phone``, ...) or ``program_id``."""
+    stmt = select(members).where(members.c.merchant_id == merchant_id)
+    for column, value in where.items():
+        if value is not None:
+            stmt = stmt.where(members.c[column] == value)
+    stmt = stmt.order_by(members.c.created_at, members.c.id).limit(limit)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def clash(
+    conn: Connection,
+    merchant_id: str,
+    program_id: str,
+    column: str,
+    value: Any,
+    exclude: str | None,
+) -> bool:
+    stmt = select(members.c.id).where(members.c.merchant_id == merchant_id, members.c[column] == value)
+    if column not in ("card_number", "referral_code"):
+        stmt = stmt.where(members.c.program_id == program_id)
+    if exclude:
+        stmt = stmt.where(members.c.id != exclude)
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
+def update_member(conn: Connection, merchant_id: str, member_id: str, **values: Any) -> None:
+    conn.execute(
+        update(members)
+        .where(members.c.merchant_id == merchant_id, members.c.id == member_id)
+        .values(**values)
+    )
