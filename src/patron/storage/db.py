@@ -61,6 +61,8 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if is_postgres(conn):  # concurrent starters (API workers, test workers) migrate one at a time
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7420001)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
