@@ -40,11 +40,44 @@ EVENTS: list[tuple[str, Any, int]] = [
     ("empty id", lambda m: ev(m, id=""), 422),
     ("huge id", lambda m: ev(m, id="x" * 500), 422),
     ("refund without reference", lambda m: {"id": "r", "type": "refund", "member_id": m, "amount": 5}, 422),
-    ("refund of unknown order", lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "nope", "amount": 5}, 422),
-    ("refund items and amount", lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "ok-1", "amount": 5, "items": [{"id": "l1"}]}, 422),
-    ("refund more than bought", lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "ok-1", "items": [{"id": "l1", "quantity": 2}]}, 422),
-    ("refund unknown line", lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "ok-1", "items": [{"id": "zz"}]}, 422),
-    ("refund amount too big", lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "ok-1", "amount": 99999}, 422),
+    (
+        "refund of unknown order",
+        lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "nope", "amount": 5},
+        422,
+    ),
+    (
+        "refund items and amount",
+        lambda m: {
+            "id": "r",
+            "type": "refund",
+            "member_id": m,
+            "refers_to": "ok-1",
+            "amount": 5,
+            "items": [{"id": "l1"}],
+        },
+        422,
+    ),
+    (
+        "refund more than bought",
+        lambda m: {
+            "id": "r",
+            "type": "refund",
+            "member_id": m,
+            "refers_to": "ok-1",
+            "items": [{"id": "l1", "quantity": 2}],
+        },
+        422,
+    ),
+    (
+        "refund unknown line",
+        lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "ok-1", "items": [{"id": "zz"}]},
+        422,
+    ),
+    (
+        "refund amount too big",
+        lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "ok-1", "amount": 99999},
+        422,
+    ),
     ("visit with items", lambda m: {"id": "v", "type": "visit", "member_id": m, "items": [LINE]}, 422),
     ("array body", lambda m: [ev(m)], 422),
     ("string body", lambda m: "purchase", 422),
@@ -62,7 +95,8 @@ def test_bad_events_are_refused_and_write_nothing(api: Api, case: str, make: Any
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     problem = r.json()
-    assert {"type", "title", "status", "detail"} <= set(problem) and problem["status"] == status
+    assert {"type", "title", "status", "detail"} <= set(problem)
+    assert problem["status"] == status
     assert problem["detail"]
     assert api.get(f"/v1/members/{member}/ledger").json()["data"] == before
     assert api.get("/v1/events/bad-1").status_code == 404
@@ -71,7 +105,8 @@ def test_bad_events_are_refused_and_write_nothing(api: Api, case: str, make: Any
 def test_malformed_json_and_wrong_media_are_4xx(api: Api) -> None:
     h = api.headers({"content-type": "application/json"})
     r = api.client.post("/v1/events", content=b'{"id": "x", "type": ', headers=h)
-    assert r.status_code == 400 and r.json()["type"].endswith("/malformed-json")
+    assert r.status_code == 400
+    assert r.json()["type"].endswith("/malformed-json")
     r = api.client.post("/v1/members", content=b"\xff\xfe\x00", headers=h)
     assert 400 <= r.status_code < 500
 
@@ -79,7 +114,8 @@ def test_malformed_json_and_wrong_media_are_4xx(api: Api) -> None:
 def test_oversize_body_is_413(api: Api) -> None:
     big = b'{"id": "' + b"x" * 2_000_000 + b'"}'
     r = api.client.post("/v1/events", content=big, headers=api.headers({"content-type": "application/json"}))
-    assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
+    assert r.status_code == 413
+    assert r.json()["type"].endswith("/payload-too-large")
 
 
 MEMBERS: list[tuple[str, dict[str, Any]]] = [
@@ -108,11 +144,44 @@ PROGRAMS: list[tuple[str, dict[str, Any]]] = [
     ("bad currency", {"name": "P", "currency": "dollars"}),
     ("bad timezone", {"name": "P", "currency": "USD", "timezone": "Mars/Olympus"}),
     ("unknown rule type", {"name": "P", "currency": "USD", "earning_rules": [{"id": "x", "type": "magic"}]}),
-    ("zero per_amount", {"name": "P", "currency": "USD", "earning_rules": [{"id": "x", "type": "spend", "per_amount": 0}]}),
-    ("multiplier below one", {"name": "P", "currency": "USD", "earning_rules": [{"id": "x", "type": "multiplier", "multiplier": "0.5"}]}),
-    ("duplicate rule ids", {"name": "P", "currency": "USD", "earning_rules": [{"id": "x", "type": "spend"}, {"id": "x", "type": "spend"}]}),
-    ("action named like a builtin", {"name": "P", "currency": "USD", "earning_rules": [{"id": "x", "type": "action", "action": "purchase", "points": 1}]}),
-    ("duplicate tier thresholds", {"name": "P", "currency": "USD", "tiers": {"levels": [{"id": "a", "name": "A", "threshold": 0}, {"id": "b", "name": "B", "threshold": 0}]}}),
+    (
+        "zero per_amount",
+        {"name": "P", "currency": "USD", "earning_rules": [{"id": "x", "type": "spend", "per_amount": 0}]},
+    ),
+    (
+        "multiplier below one",
+        {
+            "name": "P",
+            "currency": "USD",
+            "earning_rules": [{"id": "x", "type": "multiplier", "multiplier": "0.5"}],
+        },
+    ),
+    (
+        "duplicate rule ids",
+        {
+            "name": "P",
+            "currency": "USD",
+            "earning_rules": [{"id": "x", "type": "spend"}, {"id": "x", "type": "spend"}],
+        },
+    ),
+    (
+        "action named like a builtin",
+        {
+            "name": "P",
+            "currency": "USD",
+            "earning_rules": [{"id": "x", "type": "action", "action": "purchase", "points": 1}],
+        },
+    ),
+    (
+        "duplicate tier thresholds",
+        {
+            "name": "P",
+            "currency": "USD",
+            "tiers": {
+                "levels": [{"id": "a", "name": "A", "threshold": 0}, {"id": "b", "name": "B", "threshold": 0}]
+            },
+        },
+    ),
     ("negative expiry", {"name": "P", "currency": "USD", "expiry": {"months": -1}}),
 ]
 
@@ -122,15 +191,29 @@ def test_bad_programs_are_refused_with_the_field_named(api: Api, case: str, body
     r = api.post("/v1/programs", body)
     assert r.status_code == 422, r.text
     problem = r.json()
-    assert problem["errors"] and all(e["msg"] for e in problem["errors"])
+    assert problem["errors"]
+    assert all(e["msg"] for e in problem["errors"])
     assert api.get("/v1/programs").json()["data"] == []
 
 
 def test_unicode_everywhere(api: Api) -> None:
-    program = api.program({"name": "Café ☕ Rewards — 東京", "currency": "JPY", "timezone": "Asia/Tokyo",
-                           "earning_rules": [{"id": "base", "type": "spend", "points": 1, "per_amount": 100}]})
+    program = api.program(
+        {
+            "name": "Café ☕ Rewards — 東京",
+            "currency": "JPY",
+            "timezone": "Asia/Tokyo",
+            "earning_rules": [{"id": "base", "type": "spend", "points": 1, "per_amount": 100}],
+        }
+    )
     member = api.member(program, name="Zoë Ångström 山田", email="zoë@exämple.com")
-    out = api.event(purchase(member, "注文-1", [{"id": "行1", "sku": "抹茶", "category": "お茶", "quantity": 1, "unit_price": 500}], currency="JPY"))
+    out = api.event(
+        purchase(
+            member,
+            "注文-1",
+            [{"id": "行1", "sku": "抹茶", "category": "お茶", "quantity": 1, "unit_price": 500}],
+            currency="JPY",
+        )
+    )
     assert out["points"] == 5
     assert api.get("/v1/events/注文-1").json()["points"] == 5
     assert api.get(f"/v1/members/{member}").json()["name"] == "Zoë Ångström 山田"

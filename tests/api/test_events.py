@@ -36,11 +36,14 @@ def test_replay_returns_first_result_and_writes_nothing(api: Api) -> None:
     body = purchase(mid, "order-1", LATTES_AND_MUG)
     first = api.event(body)
     again = api.post("/v1/events", body)
-    assert again.status_code == 200 and again.json() == first
-    assert len(ledger(api, mid)) == 1 and api.points(mid)["available"] == 33
+    assert again.status_code == 200
+    assert again.json() == first
+    assert len(ledger(api, mid)) == 1
+    assert api.points(mid)["available"] == 33
     changed = purchase(mid, "order-1", LATTES_AND_MUG[:1])
     r = api.post("/v1/events", changed)
-    assert r.status_code == 409 and r.json()["type"].endswith("/idempotency-conflict")
+    assert r.status_code == 409
+    assert r.json()["type"].endswith("/idempotency-conflict")
     assert api.points(mid)["available"] == 33
 
 
@@ -52,16 +55,30 @@ def test_partial_refunds_reverse_exactly_what_the_lines_earned(api: Api) -> None
     taken = []
     for n in range(3):
         r = api.event(
-            {"id": f"rf-{n}", "type": "refund", "member_id": mid, "refers_to": "o-1", "items": [{"id": "a", "quantity": 1}]}
+            {
+                "id": f"rf-{n}",
+                "type": "refund",
+                "member_id": mid,
+                "refers_to": "o-1",
+                "items": [{"id": "a", "quantity": 1}],
+            }
         )
         taken.append(-r["points"])
     assert taken == [26, 26, 27]  # floor(79/3) twice, the last unit takes what is left
-    assert api.points(mid)["available"] == 0 and api.points(mid)["lifetime_earned"] == 0
+    assert api.points(mid)["available"] == 0
+    assert api.points(mid)["lifetime_earned"] == 0
     r = api.post(
         "/v1/events",
-        {"id": "rf-9", "type": "refund", "member_id": mid, "refers_to": "o-1", "items": [{"id": "a", "quantity": 1}]},
+        {
+            "id": "rf-9",
+            "type": "refund",
+            "member_id": mid,
+            "refers_to": "o-1",
+            "items": [{"id": "a", "quantity": 1}],
+        },
     )
-    assert r.status_code == 422 and r.json()["type"].endswith("/refund-exceeds-purchase")
+    assert r.status_code == 422
+    assert r.json()["type"].endswith("/refund-exceeds-purchase")
 
 
 def test_refund_by_amount_is_proportional_and_cancel_takes_the_rest(api: Api) -> None:
@@ -71,7 +88,8 @@ def test_refund_by_amount_is_proportional_and_cancel_takes_the_rest(api: Api) ->
     assert r["points"] == -16  # floor(33 * 1200 / 2400)
     c = api.event({"id": "c-1", "type": "cancel", "member_id": mid, "refers_to": "o-1"})
     assert c["points"] == -17
-    assert api.points(mid)["available"] == 0 and api.points(mid)["lifetime_earned"] == 0
+    assert api.points(mid)["available"] == 0
+    assert api.points(mid)["lifetime_earned"] == 0
     again = api.post("/v1/events", {"id": "c-2", "type": "cancel", "member_id": mid, "refers_to": "o-1"})
     assert again.status_code == 409
 
@@ -83,11 +101,13 @@ def test_refund_beyond_the_balance_becomes_debt_repaid_by_later_earnings(api: Ap
     api.post(f"/v1/members/{mid}/adjustments", {"points": -30, "reason": "spent at the counter"})
     api.event({"id": "c-1", "type": "cancel", "member_id": mid, "refers_to": "o-1"})
     pts = api.points(mid)
-    assert pts["available"] == 0 and pts["debt"] == 30
+    assert pts["available"] == 0
+    assert pts["debt"] == 30
     later = [{"id": "x", "sku": "MUG", "category": "merch", "quantity": 1, "unit_price": 5000}]
     api.event(purchase(mid, "o-2", later, occurred_at="2026-03-02T10:00:00Z"))  # 50 points
     pts = api.points(mid)
-    assert pts["debt"] == 0 and pts["available"] == 20
+    assert pts["debt"] == 0
+    assert pts["available"] == 20
     assert per_account(ledger(api, mid)) == {"available": 20, "debt": 0}
 
 
@@ -97,7 +117,8 @@ def test_write_off_policy_never_creates_debt(api: Api) -> None:
     api.post(f"/v1/members/{mid}/adjustments", {"points": -30, "reason": "redeemed"})
     api.event({"id": "c-1", "type": "cancel", "member_id": mid, "refers_to": "o-1"})
     pts = api.points(mid)
-    assert pts["available"] == 0 and pts["debt"] == 0
+    assert pts["available"] == 0
+    assert pts["debt"] == 0
     assert api.get("/v1/verify").json()["ok"] is True
 
 
@@ -105,13 +126,23 @@ def test_ledger_sums_per_account_to_the_balances_and_pages_cover_everything(api:
     mid = api.member(api.program(), email="l@example.com")
     for n in range(5):
         api.event(purchase(mid, f"o-{n}", LATTES_AND_MUG, occurred_at=f"2026-03-0{n + 1}T10:00:00Z"))
-    api.event({"id": "rf", "type": "refund", "member_id": mid, "refers_to": "o-2", "items": [{"id": "l2", "quantity": 1}]})
+    api.event(
+        {
+            "id": "rf",
+            "type": "refund",
+            "member_id": mid,
+            "refers_to": "o-2",
+            "items": [{"id": "l2", "quantity": 1}],
+        }
+    )
     rows = ledger(api, mid)
     assert len({r["id"] for r in rows}) == len(rows) == 6
     assert [r["occurred_at"] for r in rows] == sorted((r["occurred_at"] for r in rows), reverse=True)
     pts = api.points(mid)
-    assert per_account(rows) == {"available": pts["available"]} and pts["available"] == 5 * 33 - 15
-    assert rows[0]["type"] == "refund" and rows[0]["event_id"] == "rf"
+    assert per_account(rows) == {"available": pts["available"]}
+    assert pts["available"] == 5 * 33 - 15
+    assert rows[0]["type"] == "refund"
+    assert rows[0]["event_id"] == "rf"
 
 
 def test_as_of_reads_show_the_past(api: Api) -> None:
@@ -132,12 +163,18 @@ def test_tier_upgrades_at_once_and_its_multiplier_applies_from_the_next_event(ap
     tier = api.get(f"/v1/members/{mid}/tier").json()
     assert tier["current"]["id"] == "gold"
     assert tier["current"]["since"].startswith("2026-02-01T10:00:00")
-    assert tier["qualifying"]["value"] == 50000 and tier["next"] is None
+    assert tier["qualifying"]["value"] == 50000
+    assert tier["next"] is None
     out = api.event(purchase(mid, "o-2", LATTES_AND_MUG, occurred_at="2026-02-02T10:00:00Z"))
     assert out["points"] == 49  # floor(33 * 1.5)
     assert {"rule_id": "tier:gold", "points": 16} in out["rules"]
     before = api.get(f"/v1/members/{mid}/tier", params={"as_of": "2026-01-15T00:00:00Z"}).json()
-    assert before["current"]["id"] == "member" and before["next"] == {"id": "silver", "name": "Silver", "remaining": 20000}
+    assert before["current"]["id"] == "member"
+    assert before["next"] == {
+        "id": "silver",
+        "name": "Silver",
+        "remaining": 20000,
+    }
 
 
 def test_visits_actions_and_unknown_types(api: Api) -> None:
@@ -145,17 +182,30 @@ def test_visits_actions_and_unknown_types(api: Api) -> None:
         earning_rules=[
             {"id": "base", "type": "spend", "points": 1, "per_amount": 100},
             {"id": "visit", "type": "visit", "points": 5},
-            {"id": "review", "type": "action", "action": "review", "points": 25, "limit": {"count": 1, "per": "month"}},
+            {
+                "id": "review",
+                "type": "action",
+                "action": "review",
+                "points": 25,
+                "limit": {"count": 1, "per": "month"},
+            },
         ]
     )
     mid = api.member(api.program(body), email="v@example.com")
     assert api.event({"id": "v1", "type": "visit", "member_id": mid})["points"] == 5
-    first = api.event({"id": "rv1", "type": "review", "member_id": mid, "occurred_at": "2026-05-02T10:00:00Z"})
-    second = api.event({"id": "rv2", "type": "review", "member_id": mid, "occurred_at": "2026-05-20T10:00:00Z"})
-    third = api.event({"id": "rv3", "type": "review", "member_id": mid, "occurred_at": "2026-06-01T10:00:00Z"})
+    first = api.event(
+        {"id": "rv1", "type": "review", "member_id": mid, "occurred_at": "2026-05-02T10:00:00Z"}
+    )
+    second = api.event(
+        {"id": "rv2", "type": "review", "member_id": mid, "occurred_at": "2026-05-20T10:00:00Z"}
+    )
+    third = api.event(
+        {"id": "rv3", "type": "review", "member_id": mid, "occurred_at": "2026-06-01T10:00:00Z"}
+    )
     assert (first["points"], second["points"], third["points"]) == (25, 0, 25)
     r = api.post("/v1/events", {"id": "x1", "type": "tweet", "member_id": mid})
-    assert r.status_code == 422 and "tweet" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "tweet" in r.json()["detail"]
 
 
 def test_flight_miles_by_great_circle_distance(api: Api) -> None:
@@ -206,9 +256,12 @@ def test_calculate_writes_nothing_and_says_what_is_near(api: Api) -> None:
     assert r.status_code == 200
     out = r.json()
     assert out["points"] == 33
-    assert {"kind": "tier", "tier_id": "silver", "metric": "qualifying_spend", "remaining": 17600} in out["near"]
+    assert {"kind": "tier", "tier_id": "silver", "metric": "qualifying_spend", "remaining": 17600} in out[
+        "near"
+    ]
     assert {"kind": "reward", "reward_id": "free-coffee", "points_needed": 67} in out["near"]
-    assert api.points(mid)["available"] == 0 and ledger(api, mid) == []
+    assert api.points(mid)["available"] == 0
+    assert ledger(api, mid) == []
 
 
 def test_pending_points_are_released_when_the_period_has_passed(api: Api) -> None:

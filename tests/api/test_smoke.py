@@ -10,5 +10,8 @@ def test_contract_example_purchase_earns_33_points(api: Api) -> None:
     ]
     out = api.event(purchase(member, "order-1001", items))
     assert out["points"] == 33
-    assert out["lines"] == [{"id": "l1", "points": 18, "amount": 900}, {"id": "l2", "points": 15, "amount": 1500}]
+    assert out["lines"] == [
+        {"id": "l1", "points": 18, "amount": 900},
+        {"id": "l2", "points": 15, "amount": 1500},
+    ]
     assert api.points(member)["available"] == 33

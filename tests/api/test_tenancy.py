@@ -31,7 +31,8 @@ def test_other_merchants_ids_are_404(api: Api, other_api: Api) -> None:
 def test_missing_wrong_and_revoked_keys_are_401(api: Api) -> None:
     assert api.client.get("/v1/programs").status_code == 401
     r = api.client.get("/v1/programs", headers={"Authorization": "Bearer ptr_nope"})
-    assert r.status_code == 401 and r.json()["type"].endswith("/unauthorized")
+    assert r.status_code == 401
+    assert r.json()["type"].endswith("/unauthorized")
     created = api.post("/v1/api-keys", {"name": "till", "scopes": ["pos"]}).json()
     till = {"Authorization": f"Bearer {created['api_key']}"}
     assert api.client.get("/v1/programs", headers=till).status_code == 200
@@ -50,7 +51,11 @@ def test_scopes_limit_what_a_key_can_do(api: Api) -> None:
     as_pos = {"Authorization": f"Bearer {pos}"}
     assert api.client.get(f"/v1/members/{mid}", headers=as_read).status_code == 200
     r = api.client.post("/v1/events", json=purchase(mid, "o-1", COFFEE), headers=as_read)
-    assert r.status_code == 403 and r.json()["type"].endswith("/forbidden")
+    assert r.status_code == 403
+    assert r.json()["type"].endswith("/forbidden")
     assert api.client.post("/v1/events", json=purchase(mid, "o-1", COFFEE), headers=as_pos).status_code == 201
-    assert api.client.post("/v1/programs", json={"name": "x", "currency": "USD"}, headers=as_pos).status_code == 403
+    assert (
+        api.client.post("/v1/programs", json={"name": "x", "currency": "USD"}, headers=as_pos).status_code
+        == 403
+    )
     assert api.post("/v1/api-keys", {"name": "bad", "scopes": ["root"]}).status_code == 422

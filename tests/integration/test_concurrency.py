@@ -20,7 +20,9 @@ def setup(engine: Engine) -> tuple[str, str]:
         merchant, _ = merchants.create_merchant(conn, name="Race Co")
         program = programs.create_program(conn, merchant_id=merchant["id"], body=bean_rewards(tiers=None))
         member = members.enrol(
-            conn, merchant_id=merchant["id"], data=MemberCreate(program_id=program["id"], email="race@example.com")
+            conn,
+            merchant_id=merchant["id"],
+            data=MemberCreate(program_id=program["id"], email="race@example.com"),
         )
     return merchant["id"], member["id"]
 
@@ -39,7 +41,8 @@ def test_many_concurrent_events_for_one_member_lose_nothing(engine: Engine) -> N
     assert all(created)
     with engine.begin() as conn:
         b = ledger.balances(conn, merchant_id=merchant_id, member_id=member_id, as_of=None)
-        assert b.available == 40 * 10 and b.lifetime_earned == 400
+        assert b.available == 40 * 10
+        assert b.lifetime_earned == 400
         assert ledger.verify(conn, merchant_id=merchant_id) == []
         page = ledger.ledger_page(conn, merchant_id=merchant_id, member_id=member_id, limit=500)
         assert len(page["data"]) == 40

@@ -16,13 +16,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from patron.domain.errors import Conflict, Forbidden, IdempotencyConflict, Unauthorized
+from patron.domain.errors import Conflict, Forbidden, IdempotencyConflict, InvalidInput, Unauthorized
 from patron.services.clock import utcnow
 from patron.services.merchants import Principal, authenticate
-from patron.storage.tables import idempotency_keys
+from patron.storage import idempotency
 
 Work = Callable[[Connection, Principal], Any]
 
@@ -50,7 +50,7 @@ class Call:
         """Run ``work`` in one transaction. ``work`` returns a payload or ``(payload, status)``."""
         key = self.idempotency_key if self.request.method == "POST" else None
         if key is not None and not 1 <= len(key) <= 255:
-            raise Conflict("Idempotency-Key must be 1-255 characters")
+            raise InvalidInput("Idempotency-Key must be 1-255 characters", field="Idempotency-Key")
         for attempt in range(4):
             try:
                 with self.engine.begin() as conn:
@@ -63,17 +63,16 @@ class Call:
                     payload, code = out if isinstance(out, tuple) else (out, status)
                     payload = jsonable_encoder(payload)
                     if key:
-                        conn.execute(
-                            insert(idempotency_keys).values(
-                                merchant_id=principal.merchant_id,
-                                key=key,
-                                method=self.request.method,
-                                path=self.request.url.path,
-                                body_hash=_hash(body),
-                                status_code=code,
-                                response=payload,
-                                created_at=utcnow(),
-                            )
+                        idempotency.put(
+                            conn,
+                            merchant_id=principal.merchant_id,
+                            key=key,
+                            method=self.request.method,
+                            path=self.request.url.path,
+                            body_hash=_hash(body),
+                            status_code=code,
+                            response=payload,
+                            created_at=utcnow(),
                         )
                     return JSONResponse(payload, status_code=code)
             except IntegrityError:
@@ -85,16 +84,7 @@ class Call:
         raise Conflict("a concurrent request changed the same data; retry")
 
     def _replay(self, conn: Connection, principal: Principal, key: str, body: Any) -> JSONResponse | None:
-        row = (
-            conn.execute(
-                select(idempotency_keys).where(
-                    idempotency_keys.c.merchant_id == principal.merchant_id,
-                    idempotency_keys.c.key == key,
-                )
-            )
-            .mappings()
-            .first()
-        )
+        row = idempotency.get(conn, principal.merchant_id, key)
         if row is None:
             return None
         if row["body_hash"] != _hash(body) or row["path"] != self.request.url.path:

@@ -182,9 +182,8 @@ def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
                     add(ln.id, rule_id, spend * (mult - 1))
                     spend *= mult
         for rule in rules:
-            if rule.type == RuleType.ITEM_POINTS and rule.matches_line(ln.sku, ln.category):
-                if amount > 0:
-                    add(ln.id, rule.id, Fraction(rule.points * ln.quantity))
+            if rule.type == RuleType.ITEM_POINTS and rule.matches_line(ln.sku, ln.category) and amount > 0:
+                add(ln.id, rule.id, Fraction(rule.points * ln.quantity))
 
     event_awards: list[tuple[str, int]] = []
     for rule in rules:

@@ -155,15 +155,9 @@ class Lot:
 
 def spending_order(lots: Iterable[Lot]) -> list[Lot]:
     """Soonest-expiring first (lots that never expire last), then the oldest."""
-    far = datetime.max.replace(tzinfo=None)
     return sorted(
         lots,
-        key=lambda lot: (
-            lot.expires_at is None,
-            lot.expires_at.replace(tzinfo=None) if lot.expires_at else far,
-            lot.earned_at.replace(tzinfo=None),
-            lot.id,
-        ),
+        key=lambda lot: (lot.expires_at is None, lot.expires_at or lot.earned_at, lot.earned_at, lot.id),
     )
 
 

@@ -28,7 +28,16 @@ from patron.domain.errors import (
     NotFound,
 )
 from patron.domain.expiry import add_months, lot_times
-from patron.domain.ledger import Account, Balances, JournalKind, credit, spending_order, take_back
+from patron.domain.ledger import (
+    Account,
+    Balances,
+    Journal,
+    JournalKind,
+    Posting,
+    credit,
+    spending_order,
+    take_back,
+)
 from patron.domain.program import Period, Program, RuleType
 from patron.domain.tiers import next_level
 from patron.domain.travel import great_circle_miles
@@ -297,9 +306,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     return result
 
 
-def _release_journal(lot_id: str, points: int) -> Any:
-    from patron.domain.ledger import Journal, Posting
-
+def _release_journal(lot_id: str, points: int) -> Journal:
     return Journal(
         JournalKind.RELEASE,
         (Posting(Account.PENDING, -points, lot_id), Posting(Account.AVAILABLE, points, lot_id)),
@@ -311,7 +318,8 @@ def _member_json(ctx: _Ctx) -> dict[str, Any]:
     member = members_repo.get_member(ctx.conn, ctx.merchant_id, ctx.member["id"])
     assert member is not None
     view = member_view(ctx.conn, merchant_id=ctx.merchant_id, member=member)
-    return json.loads(json.dumps(view, default=_json_default))
+    out: dict[str, Any] = json.loads(json.dumps(view, default=_json_default))
+    return out
 
 
 def _json_default(value: Any) -> Any:

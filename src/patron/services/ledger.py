@@ -138,7 +138,7 @@ def adjust(
             lot = repo.NewLot(lot_id, points - min(points, current.debt), at, available_from, expires_at)
     else:
         lots = spending_order(repo.lot_balances(conn, merchant_id, member_id, Account.AVAILABLE))
-        journal = take_back(  # type: ignore[assignment]
+        journal = take_back(
             -points,
             sources=[(Account.AVAILABLE, lot) for lot in lots],
             counter=Account.ADJUSTMENTS,
