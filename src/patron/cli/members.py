@@ -55,7 +55,8 @@ def _show(view: dict) -> None:  # type: ignore[type-arg]
     p = view["points"]
     name = view["name"] or "(no name)"
     console.print(f"[bold]{name}[/bold] {view['id']}  card {view['card_number']}  {view['status']}")
-    ids = f"email {view['email'] or '-'}  phone {view['phone'] or '-'}  external id {view['external_id'] or '-'}"
+    ids = f"email {view['email'] or '-'}  phone {view['phone'] or '-'}"
+    ids += f"  external id {view['external_id'] or '-'}"
     console.print("  " + ids)
     tier = view["tier"]
     console.print(f"  tier {tier['name'] if tier else '-'}")

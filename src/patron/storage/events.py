@@ -145,7 +145,7 @@ def external_ids(conn: Connection, merchant_id: str, ids: set[str]) -> dict[str,
     stmt = select(events.c.id, events.c.external_id).where(
         events.c.merchant_id == merchant_id, events.c.id.in_(ids)
     )
-    return {str(i): str(e) for i, e in conn.execute(stmt).tuples()}
+    return {str(row[0]): str(row[1]) for row in conn.execute(stmt)}
 
 
 def events_of_member(conn: Connection, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
