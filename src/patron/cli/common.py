@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import wraps
 from typing import Any, TypeVar
 
 import typer
-from fastapi.encoders import jsonable_encoder
 from rich.console import Console
 from sqlalchemy import Connection, Engine
 
@@ -24,16 +24,17 @@ console = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-_engine: list[Engine] = []
+_engines: dict[str, Engine] = {}
 
 
 def engine() -> Engine:
     """The engine for ``PATRON_DATABASE_URL``, with the schema created or migrated."""
-    if not _engine:
-        eng = make_engine(get_settings().database_url)
+    url = os.environ.get("PATRON_DATABASE_URL") or get_settings().database_url
+    if url not in _engines:
+        eng = make_engine(url)
         migrate(eng)
-        _engine.append(eng)
-    return _engine[0]
+        _engines[url] = eng
+    return _engines[url]
 
 
 @contextmanager
@@ -83,8 +84,14 @@ MerchantOpt = typer.Option(
 )
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(jsonable_encoder(data), ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=_plain) + "\n")
 
 
 def parse_time(value: str | None) -> datetime | None:
