@@ -17,6 +17,33 @@ app.add_typer(members.app, name="members")
 app.add_typer(events.app, name="events")
 db = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
+jobs = typer.Typer(help="Scheduled jobs (idempotent; run as if at --as-of).", no_args_is_help=True)
+app.add_typer(jobs, name="jobs")
+
+
+@jobs.command("run")
+@handles_errors
+def run_job(
+    name: Annotated[str, typer.Argument(help="release-pending or expire-points.")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="RFC 3339 time; default now.")] = None,
+    merchant: Annotated[str | None, typer.Option("--merchant", "-m", help="Only this merchant.")] = None,
+) -> None:
+    """Run one scheduled job as if it were --as-of (all merchants unless --merchant)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from patron.cli.common import parse_time
+    from patron.services.clock import utcnow
+    from patron.services.jobs import run_job as run
+
+    at = parse_time(as_of) or utcnow()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description} {task.completed} members"), console=err
+    ) as bar:
+        task = bar.add_task(name, total=None)
+        result = run(engine(), name, as_of=at, merchant_id=merchant, progress=lambda n: bar.advance(task, n))
+    console.print(
+        f"{name} as of {at.isoformat()}: {result.points} points in {result.lots} lots of {result.members} members"
+    )
 
 
 @app.command()

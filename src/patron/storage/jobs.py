@@ -1,0 +1,157 @@
+"""Set-based ledger moves for scheduled jobs: due lots in one query, journals in bulk.
+
+Journal and posting ids are derived from the lot (``jrn_rel_<lot>``, ``jrn_exp_<lot>``): a lot is
+released at most once and expires at most once, so a second run for the same time finds nothing
+due, and a racing run fails on the primary key instead of moving points twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+
+from patron.storage.tables import journals, lots, member_balances, postings
+
+
+def candidate_members(
+    conn: Connection,
+    *,
+    account: str,
+    due_column: str,
+    as_of: datetime,
+    limit: int,
+    after: str | None,
+    merchant_id: str | None = None,
+) -> list[tuple[str, str]]:
+    """(merchant_id, member_id) pairs with a lot due by ``as_of`` that still holds points in ``account``."""
+    due = (
+        select(lots.c.merchant_id, lots.c.member_id)
+        .join(postings, and_(postings.c.merchant_id == lots.c.merchant_id, postings.c.lot_id == lots.c.id))
+        .where(lots.c[due_column] <= as_of, postings.c.account == account)
+        .group_by(lots.c.merchant_id, lots.c.member_id, lots.c.id)
+        .having(func.sum(postings.c.amount) > 0)
+    )
+    if after is not None:
+        due = due.where(lots.c.member_id > after)
+    if merchant_id is not None:
+        due = due.where(lots.c.merchant_id == merchant_id)
+    sub = due.subquery()
+    stmt = select(sub.c.merchant_id, sub.c.member_id).distinct().order_by(sub.c.member_id).limit(limit)
+    return [(str(m), str(mem)) for m, mem in conn.execute(stmt)]
+
+
+def lock_members(conn: Connection, pairs: list[tuple[str, str]]) -> None:
+    """Lock the members' balance rows in key order (PostgreSQL), as a debit does."""
+    if conn.dialect.name != "postgresql" or not pairs:
+        return
+    for merchant_id, member_id in sorted(pairs):
+        conn.execute(
+            select(member_balances.c.member_id)
+            .where(member_balances.c.merchant_id == merchant_id, member_balances.c.member_id == member_id)
+            .with_for_update()
+        )
+
+
+def due_lots(
+    conn: Connection, *, account: str, due_column: str, as_of: datetime, members: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Lots of ``members`` due by ``as_of`` with what they still hold in ``account``."""
+    if not members:
+        return []
+    remaining = func.sum(postings.c.amount).label("remaining")
+    origin = journals.alias("origin")
+    stmt = (
+        select(
+            lots.c.merchant_id,
+            lots.c.id.label("lot_id"),
+            lots.c.member_id,
+            lots.c[due_column].label("at"),
+            origin.c.program_id,
+            origin.c.program_version,
+            origin.c.event_id,
+            remaining,
+        )
+        .join(postings, and_(postings.c.merchant_id == lots.c.merchant_id, postings.c.lot_id == lots.c.id))
+        .join(origin, and_(origin.c.merchant_id == lots.c.merchant_id, origin.c.id == lots.c.journal_id))
+        .where(lots.c[due_column] <= as_of, postings.c.account == account)
+        .where(lots.c.member_id.in_([m for _, m in members]))
+        .group_by(
+            lots.c.merchant_id,
+            lots.c.id,
+            lots.c.member_id,
+            lots.c[due_column],
+            origin.c.program_id,
+            origin.c.program_version,
+            origin.c.event_id,
+        )
+        .having(func.sum(postings.c.amount) > 0)
+    )
+    wanted = set(members)
+    return [dict(r) for r in conn.execute(stmt).mappings() if (r["merchant_id"], r["member_id"]) in wanted]
+
+
+def move_lots(
+    conn: Connection,
+    due: list[dict[str, Any]],
+    *,
+    kind: str,
+    prefix: str,
+    reason: str,
+    source: str,
+    target: str,
+    now: datetime,
+) -> None:
+    """One journal per lot moving its remaining points from ``source`` to ``target``, in bulk."""
+    if not due:
+        return
+    conn.execute(
+        insert(journals),
+        [
+            {
+                "merchant_id": d["merchant_id"],
+                "id": f"jrn_{prefix}_{d['lot_id']}",
+                "member_id": d["member_id"],
+                "program_id": d["program_id"],
+                "program_version": d["program_version"],
+                "kind": kind,
+                "reason": reason,
+                "event_id": d["event_id"],
+                "occurred_at": d["at"],
+                "created_at": now,
+            }
+            for d in due
+        ],
+    )
+    rows = []
+    for d in due:
+        for side, account, amount in (("a", source, -d["remaining"]), ("b", target, d["remaining"])):
+            rows.append(
+                {
+                    "merchant_id": d["merchant_id"],
+                    "id": f"pst_{prefix}_{d['lot_id']}_{side}",
+                    "journal_id": f"jrn_{prefix}_{d['lot_id']}",
+                    "member_id": d["member_id"],
+                    "account": account,
+                    "amount": amount,
+                    "lot_id": d["lot_id"],
+                    "occurred_at": d["at"],
+                }
+            )
+    conn.execute(insert(postings), rows)
+    totals: dict[tuple[str, str], int] = {}
+    for d in due:
+        key = (d["merchant_id"], d["member_id"])
+        totals[key] = totals.get(key, 0) + int(d["remaining"])
+    columns = {"available": "available", "pending": "pending", "program:expired": "expired"}
+    src, dst = columns[source], columns[target]
+    conn.execute(
+        update(member_balances)
+        .where(
+            member_balances.c.merchant_id == bindparam("m"),
+            member_balances.c.member_id == bindparam("mem"),
+        )
+        .values({src: member_balances.c[src] - bindparam("x"), dst: member_balances.c[dst] + bindparam("x")}),
+        [{"m": m, "mem": mem, "x": x} for (m, mem), x in totals.items()],
+    )
