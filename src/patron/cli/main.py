@@ -41,9 +41,8 @@ def run_job(
     ) as bar:
         task = bar.add_task(name, total=None)
         result = run(engine(), name, as_of=at, merchant_id=merchant, progress=lambda n: bar.advance(task, n))
-    console.print(
-        f"{name} as of {at.isoformat()}: {result.points} points in {result.lots} lots of {result.members} members"
-    )
+    summary = f"{result.points} points in {result.lots} lots of {result.members} members"
+    console.print(f"{name} as of {at.isoformat()}: {summary}")
 
 
 @app.command()

@@ -39,14 +39,15 @@ from patron.domain.ledger import (
     take_back,
 )
 from patron.domain.program import Period, Program, RuleType
-from patron.domain.tiers import next_level
+from patron.domain.tiers import QualRow, next_level
 from patron.domain.travel import great_circle_miles
 from patron.services.clock import utcnow
 from patron.services.event_schema import EventIn
-from patron.services.members import member_view
+from patron.services.ledger import points_view
+from patron.services.members import PUBLIC_FIELDS
 from patron.services.merchants import ensure_location
 from patron.services.programs import _errors, program_at
-from patron.services.tiers import tier_state
+from patron.services.tiers import METRIC_COLUMN, evaluate, qualification_rows, tier_state, tier_summary
 from patron.storage import events as repo
 from patron.storage import ledger as ledger_repo
 from patron.storage import members as members_repo
@@ -80,18 +81,18 @@ def record_event(conn: Connection, *, merchant_id: str, body: Any) -> tuple[dict
     """Apply one event. Returns ``(result, created)``; ``created`` is False for a replay."""
     ev = parse_event(body)
     digest = body_hash(body)
-    existing = repo.get_event(conn, merchant_id, ev.id)
-    if existing is not None:
-        return _replay(existing, digest)
     member = members_repo.get_member(conn, merchant_id, ev.member_id)
     if member is None:
+        existing = repo.get_event(conn, merchant_id, ev.id)
+        if existing is not None:  # the member was erased or the id reused: still a replay
+            return _replay(existing, digest)
         raise NotFound(f"member {ev.member_id} not found")
     now = utcnow()
     occurred_at = ev.occurred_at.astimezone(UTC) if ev.occurred_at else now
     if occurred_at > now + FUTURE_SLACK:
         raise InvalidInput("occurred_at is in the future", field="occurred_at")
     balances = ledger_repo.lock_balances(conn, merchant_id, member["id"])
-    existing = repo.get_event(conn, merchant_id, ev.id)  # a twin may have committed while we waited
+    existing = repo.get_event(conn, merchant_id, ev.id)  # checked under the member's lock
     if existing is not None:
         return _replay(existing, digest)
     program, version = program_at(
@@ -132,6 +133,8 @@ class _Ctx:
         self.conn, self.merchant_id, self.member = conn, merchant_id, member
         self.program, self.version = program, version
         self.occurred_at, self.now, self.balances = occurred_at, now, balances
+        self.rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
+        self.after = balances  # balances once this event's journals are written
 
     def write(
         self, journal: Any, *, event_id: str, at: datetime, lot: ledger_repo.NewLot | None = None
@@ -215,11 +218,16 @@ def earning_context(
     member: dict[str, Any] | None,
     program: Program,
     at: datetime,
+    rows: list[QualRow] | None = None,
 ) -> earning.Context:
+    """What the rules need to know about the member at ``at``: the tier held then (before this
+    event), prior awards of rules with frequency limits, and points earned in the cap period."""
     if member is None:
         return earning.Context()
     tz = ZoneInfo(program.timezone)
-    state = tier_state(conn, merchant_id=merchant_id, member=member, program=program, as_of=at)
+    if rows is None:
+        rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
+    state = evaluate(program, member, rows, at)
     counts = {}
     for rule in program.rules:
         if rule.type == RuleType.ACTION and rule.limit_count is not None:
@@ -239,7 +247,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     res = earning.earn(
         program,
         domain_event(ev, ctx.occurred_at),
-        earning_context(ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at),
+        earning_context(ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at, ctx.rows),
     )
     event_id = new_id("evt")
     lot_id = new_id("lot")
@@ -266,13 +274,10 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         if lot is not None and pending and available_from <= ctx.now:
             release = _release_journal(lot_id, lot_points)
             ctx.write(release, event_id=event_id, at=available_from)
-    repo.insert_qualification(
-        ctx.conn,
-        merchant_id=ctx.merchant_id,
-        event_id=event_id,
-        member_id=ctx.member["id"],
+    qual = _qualify(
+        ctx,
+        event_id,
         period_at=ctx.occurred_at,
-        recorded_at=ctx.occurred_at,
         spend=res.qualifying_amount if ev.type == "purchase" else 0,
         status_points=res.points,
         visits=1 if ev.type in ("purchase", "visit") else 0,
@@ -287,7 +292,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         "rules": [{"rule_id": r, "points": p} for r, p in res.rules],
         "capped": res.capped,
         "program_version": ctx.version,
-        "member": _member_json(ctx),
+        "member": _member_json(ctx, qual),
     }
     repo.insert_event(
         ctx.conn,
@@ -314,10 +319,31 @@ def _release_journal(lot_id: str, points: int) -> Journal:
     )
 
 
-def _member_json(ctx: _Ctx) -> dict[str, Any]:
-    member = members_repo.get_member(ctx.conn, ctx.merchant_id, ctx.member["id"])
-    assert member is not None
-    view = member_view(ctx.conn, merchant_id=ctx.merchant_id, member=member)
+def _qualify(
+    ctx: _Ctx, event_id: str, *, period_at: datetime, spend: int, status_points: int, visits: int
+) -> QualRow:
+    """Record what the event counts towards tiers; the row of the program's own metric back."""
+    values = {"spend": spend, "status_points": status_points, "visits": visits}
+    repo.insert_qualification(
+        ctx.conn,
+        merchant_id=ctx.merchant_id,
+        event_id=event_id,
+        member_id=ctx.member["id"],
+        period_at=period_at,
+        recorded_at=ctx.occurred_at,
+        **values,
+    )
+    metric = ctx.program.tiers.metric if ctx.program.tiers else "qualifying_spend"
+    return QualRow(period_at, ctx.occurred_at, values[METRIC_COLUMN[metric]])
+
+
+def _member_json(ctx: _Ctx, row: QualRow) -> dict[str, Any]:
+    """The member after this event, built from what the event already loaded and wrote."""
+    state = evaluate(ctx.program, ctx.member, [*ctx.rows, row], max(ctx.now, ctx.occurred_at))
+    view = {k: ctx.member[k] for k in PUBLIC_FIELDS}
+    view["referred_by"] = ctx.member["referred_by"]
+    view["points"] = points_view(ctx.after)
+    view["tier"] = tier_summary(state)
     out: dict[str, Any] = json.loads(json.dumps(view, default=_json_default))
     return out
 
@@ -413,13 +439,10 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     all_back = sum(p.quantity for p in prior.values()) + sum(d.quantity for d in deltas) >= sum(
         ln.quantity for ln in earned
     ) and sum(p.points for p in prior.values()) + points >= sum(ln.points for ln in earned)
-    repo.insert_qualification(
-        ctx.conn,
-        merchant_id=ctx.merchant_id,
-        event_id=event_id,
-        member_id=ctx.member["id"],
+    qual = _qualify(
+        ctx,
+        event_id,
         period_at=orig["occurred_at"],
-        recorded_at=ctx.occurred_at,
         spend=-sum(d.amount for d in deltas) if orig["type"] == "purchase" else 0,
         status_points=-points,
         visits=-1 if all_back and orig["type"] in ("purchase", "visit") else 0,
@@ -437,7 +460,7 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         ],
         "rules": [],
         "program_version": ctx.version,
-        "member": _member_json(ctx),
+        "member": _member_json(ctx, qual),
     }
     repo.insert_event(
         ctx.conn,

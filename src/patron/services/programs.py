@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from typing import Any
 
@@ -73,7 +72,7 @@ def update_program(
         body=spec.model_dump(mode="json", by_alias=True),
         created_at=now,
     )
-    return get_program(conn, merchant_id=merchant_id, program_id=program_id)
+    return get_program(conn, merchant_id=merchant_id, program_id=program_id, at=effective_from or now)
 
 
 def get_program(
@@ -82,13 +81,16 @@ def get_program(
     row = repo.get_program(conn, merchant_id, program_id)
     if row is None:
         raise NotFound(f"program {program_id} not found")
-    version = repo.version_at(conn, merchant_id, program_id, at or utcnow())
+    times = repo.version_times(conn, merchant_id, program_id)
+    version = pick_version(times, at or utcnow())
     assert version is not None
+    body = repo.version_body(conn, merchant_id, program_id, version)
+    assert body is not None
     return {
-        **version["body"],
+        **body,
         "id": program_id,
-        "version": version["version"],
-        "effective_from": version["effective_from"],
+        "version": version,
+        "effective_from": dict(times)[version],
         "created_at": row["created_at"],
     }
 
@@ -114,19 +116,34 @@ def list_versions(conn: Connection, *, merchant_id: str, program_id: str) -> lis
     ]
 
 
-@functools.lru_cache(maxsize=256)
-def _parse(merchant_id: str, program_id: str, version: int, body_key: str) -> Program:
-    import json
+def pick_version(times: list[tuple[int, datetime]], at: datetime) -> int | None:
+    """The version in effect at ``at``: the most recently published one whose effective time has
+    come (a later publication supersedes earlier ones from its effective time on), else version 1,
+    which also governs events from before the program was created."""
+    effective = [v for v, e in times if e <= at]
+    if effective:
+        return max(effective)
+    return times[0][0] if times else None
 
-    return ProgramSpec.model_validate(json.loads(body_key)).to_domain()
+
+_PARSED: dict[tuple[str, str, int], Program] = {}
 
 
 def program_at(conn: Connection, *, merchant_id: str, program_id: str, at: datetime) -> tuple[Program, int]:
-    """The domain program in effect at ``at`` and its version number (versions are immutable)."""
-    import json
+    """The domain program in effect at ``at`` and its version number.
 
-    version = repo.version_at(conn, merchant_id, program_id, at)
+    Versions are immutable once written, so a parsed version is kept in memory by its key.
+    """
+    version = pick_version(repo.version_times(conn, merchant_id, program_id), at)
     if version is None:
         raise NotFound(f"program {program_id} not found")
-    key = json.dumps(version["body"], sort_keys=True)
-    return _parse(merchant_id, program_id, version["version"], key), int(version["version"])
+    key = (merchant_id, program_id, version)
+    program = _PARSED.get(key)
+    if program is None:
+        body = repo.version_body(conn, merchant_id, program_id, version)
+        assert body is not None
+        program = ProgramSpec.model_validate(body).to_domain()
+        if len(_PARSED) > 1024:
+            _PARSED.clear()
+        _PARSED[key] = program
+    return program, version

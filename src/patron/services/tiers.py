@@ -15,18 +15,41 @@ from patron.storage import events as events_repo
 METRIC_COLUMN = {"qualifying_spend": "spend", "status_points": "status_points", "visits": "visits"}
 
 
+def qualification_rows(
+    conn: Connection, *, merchant_id: str, member_id: str, program: Program
+) -> list[rules.QualRow]:
+    """The member's rows of the program's tier metric (empty when the program has no tiers)."""
+    if program.tiers is None or not program.tiers.levels:
+        return []
+    column = METRIC_COLUMN[program.tiers.metric]
+    return [
+        rules.QualRow(period_at, recorded_at, value)
+        for period_at, recorded_at, value in events_repo.qualification_rows(
+            conn, merchant_id, member_id, column
+        )
+    ]
+
+
+def evaluate(
+    program: Program, member: dict[str, Any], rows: list[rules.QualRow], as_of: datetime
+) -> rules.TierState | None:
+    if program.tiers is None or not program.tiers.levels:
+        return None
+    return rules.evaluate(
+        program.tiers,
+        rows,
+        as_of=as_of,
+        tz=ZoneInfo(program.timezone),
+        enrolled_at=member["enrolled_at"],
+    )
+
+
 def tier_state(
     conn: Connection, *, merchant_id: str, member: dict[str, Any], program: Program, as_of: datetime
 ) -> rules.TierState | None:
     if program.tiers is None or not program.tiers.levels:
         return None
-    column = METRIC_COLUMN[program.tiers.metric]
-    rows = [
-        rules.QualRow(period_at, recorded_at, value)
-        for period_at, recorded_at, value in events_repo.qualification_rows(
-            conn, merchant_id, member["id"], column
-        )
-    ]
+    rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
     return rules.evaluate(
         program.tiers,
         rows,

@@ -28,7 +28,7 @@ def insert_event(
     lines: list[dict[str, Any]],
     rules: list[dict[str, Any]],
 ) -> None:
-    conn.execute(insert(events).values(**row))
+    conn.execute(insert(events), row)
     if lines:
         conn.execute(
             insert(event_lines),
@@ -42,7 +42,7 @@ def insert_event(
 
 
 def insert_qualification(conn: Connection, *, merchant_id: str, event_id: str, **values: Any) -> None:
-    conn.execute(insert(qualifications).values(merchant_id=merchant_id, event_id=event_id, **values))
+    conn.execute(insert(qualifications), dict(merchant_id=merchant_id, event_id=event_id, **values))
 
 
 def lines_of(conn: Connection, merchant_id: str, event_id: str) -> list[dict[str, Any]]:

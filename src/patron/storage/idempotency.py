@@ -18,4 +18,4 @@ def get(conn: Connection, merchant_id: str, key: str) -> dict[str, Any] | None:
 
 
 def put(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(idempotency_keys).values(**values))
+    conn.execute(insert(idempotency_keys), values)

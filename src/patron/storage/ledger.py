@@ -34,9 +34,8 @@ class NewLot:
 
 def create_balances(conn: Connection, merchant_id: str, member_id: str) -> None:
     conn.execute(
-        insert(member_balances).values(
-            merchant_id=merchant_id, member_id=member_id, **dict.fromkeys(BALANCE_COLUMNS, 0)
-        )
+        insert(member_balances),
+        dict(merchant_id=merchant_id, member_id=member_id, **dict.fromkeys(BALANCE_COLUMNS, 0)),
     )
 
 
@@ -74,31 +73,33 @@ def write_journal(
     """Append ``journal`` and its postings, create ``lot`` if given, and update the cache."""
     journal_id = new_id("jrn")
     conn.execute(
-        insert(journals).values(
-            merchant_id=merchant_id,
-            id=journal_id,
-            member_id=member_id,
-            program_id=program_id,
-            program_version=program_version,
-            kind=str(journal.kind),
-            reason=journal.reason,
-            event_id=event_id,
-            occurred_at=occurred_at,
-            created_at=created_at,
-        )
+        insert(journals),
+        {
+            "merchant_id": merchant_id,
+            "id": journal_id,
+            "member_id": member_id,
+            "program_id": program_id,
+            "program_version": program_version,
+            "kind": str(journal.kind),
+            "reason": journal.reason,
+            "event_id": event_id,
+            "occurred_at": occurred_at,
+            "created_at": created_at,
+        },
     )
     if lot is not None:
         conn.execute(
-            insert(lots).values(
-                merchant_id=merchant_id,
-                id=lot.id,
-                member_id=member_id,
-                journal_id=journal_id,
-                points=lot.points,
-                earned_at=lot.earned_at,
-                available_from=lot.available_from,
-                expires_at=lot.expires_at,
-            )
+            insert(lots),
+            {
+                "merchant_id": merchant_id,
+                "id": lot.id,
+                "member_id": member_id,
+                "journal_id": journal_id,
+                "points": lot.points,
+                "earned_at": lot.earned_at,
+                "available_from": lot.available_from,
+                "expires_at": lot.expires_at,
+            },
         )
     conn.execute(
         insert(postings),

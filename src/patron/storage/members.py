@@ -12,7 +12,7 @@ LOOKUPS = ("email_key", "phone", "card_number", "external_id", "referral_code")
 
 
 def insert_member(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(members).values(**values))
+    conn.execute(insert(members), values)
 
 
 def get_member(conn: Connection, merchant_id: str, member_id: str) -> dict[str, Any] | None:

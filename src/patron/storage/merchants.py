@@ -11,7 +11,7 @@ from patron.storage.tables import api_keys, locations, merchants
 
 
 def insert_merchant(conn: Connection, *, id: str, name: str, created_at: datetime) -> None:
-    conn.execute(insert(merchants).values(id=id, name=name, created_at=created_at))
+    conn.execute(insert(merchants), {"id": id, "name": name, "created_at": created_at})
 
 
 def get_merchant(conn: Connection, merchant_id: str) -> dict[str, Any] | None:
@@ -24,7 +24,7 @@ def list_merchants(conn: Connection) -> list[dict[str, Any]]:
 
 
 def insert_api_key(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(api_keys).values(**values))
+    conn.execute(insert(api_keys), values)
 
 
 def api_key_by_hash(conn: Connection, key_hash: str) -> dict[str, Any] | None:
@@ -62,7 +62,9 @@ def get_location(conn: Connection, merchant_id: str, location_id: str) -> dict[s
 
 
 def insert_location(conn: Connection, *, merchant_id: str, id: str, name: str, created_at: datetime) -> None:
-    conn.execute(insert(locations).values(merchant_id=merchant_id, id=id, name=name, created_at=created_at))
+    conn.execute(
+        insert(locations), {"merchant_id": merchant_id, "id": id, "name": name, "created_at": created_at}
+    )
 
 
 def list_locations(conn: Connection, merchant_id: str) -> list[dict[str, Any]]:

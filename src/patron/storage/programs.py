@@ -11,11 +11,13 @@ from patron.storage.tables import program_versions, programs
 
 
 def insert_program(conn: Connection, *, merchant_id: str, id: str, name: str, created_at: datetime) -> None:
-    conn.execute(insert(programs).values(merchant_id=merchant_id, id=id, name=name, created_at=created_at))
+    conn.execute(
+        insert(programs), {"merchant_id": merchant_id, "id": id, "name": name, "created_at": created_at}
+    )
 
 
 def insert_version(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(program_versions).values(**values))
+    conn.execute(insert(program_versions), values)
 
 
 def get_program(conn: Connection, merchant_id: str, program_id: str) -> dict[str, Any] | None:
@@ -53,20 +55,21 @@ def latest_version_number(conn: Connection, merchant_id: str, program_id: str) -
     return int(conn.execute(stmt).scalar() or 0)
 
 
-def version_at(conn: Connection, merchant_id: str, program_id: str, at: datetime) -> dict[str, Any] | None:
-    """The version in effect at ``at``: the latest-numbered one effective by then, else the first."""
-    base = select(program_versions).where(
-        program_versions.c.merchant_id == merchant_id, program_versions.c.program_id == program_id
+def version_times(conn: Connection, merchant_id: str, program_id: str) -> list[tuple[int, datetime]]:
+    """Every version's number and effective time, oldest first (a light query: no bodies)."""
+    stmt = (
+        select(program_versions.c.version, program_versions.c.effective_from)
+        .where(program_versions.c.merchant_id == merchant_id, program_versions.c.program_id == program_id)
+        .order_by(program_versions.c.version)
     )
-    row = (
-        conn.execute(
-            base.where(program_versions.c.effective_from <= at)
-            .order_by(program_versions.c.effective_from.desc(), program_versions.c.version.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
+    return [(int(v), e) for v, e in conn.execute(stmt)]
+
+
+def version_body(conn: Connection, merchant_id: str, program_id: str, version: int) -> dict[str, Any] | None:
+    stmt = select(program_versions.c.body).where(
+        program_versions.c.merchant_id == merchant_id,
+        program_versions.c.program_id == program_id,
+        program_versions.c.version == version,
     )
-    if row is None:
-        row = conn.execute(base.order_by(program_versions.c.version).limit(1)).mappings().first()
-    return dict(row) if row else None
+    body = conn.execute(stmt).scalar()
+    return dict(body) if body is not None else None
