@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import typer
@@ -100,10 +101,11 @@ def demo(
 
     with unit() as conn:
         out = build_demo(conn, members=members_count, seed=seed, progress=console)
-    console.print(f"\nDemo merchant [bold]{out['merchant_id']}[/bold], program {out['program_id']}")
-    console.print(f"API key: [bold]{out['api_key']}[/bold]")
-    console.print(f"{out['members']} members, {out['events']} events. Try:")
-    console.print(
+    say = functools.partial(console.print, soft_wrap=True)
+    say(f"\nDemo merchant [bold]{out['merchant_id']}[/bold], program {out['program_id']}")
+    say(f"API key: [bold]{out['api_key']}[/bold]")
+    say(f"{out['members']} members, {out['events']} events. Try:")
+    say(
         f"  curl -H 'Authorization: Bearer {out['api_key']}' http://127.0.0.1:8000/v1/members/{out['sample_member']}"
     )
 

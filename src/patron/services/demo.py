@@ -17,9 +17,9 @@ What the demo contains
   and reviews, about 3% of purchases partly refunded a few days later, about 1% cancelled at the
   till, and a few goodwill adjustments.
 
-The same ``seed`` gives the same members and activity (ids and the exact timestamps move with
-the current date). Running it again on a database that already has the demo merchant creates
-nothing; it issues a fresh admin API key for that merchant instead.
+The same ``seed`` gives the same members and activity (database ids are new each time, and the
+timestamps move with the current date). Running it again on a database that already has the demo
+merchant creates nothing; it issues a fresh admin API key for that merchant instead.
 """
 
 from __future__ import annotations
@@ -212,7 +212,9 @@ def build_demo(
     program_id = str(create_program(conn, merchant_id=merchant_id, body=PROGRAM)["id"])
 
     people = _people(rng, members, now)
-    plan = sorted(p for person in people for p in _activity(rng, person, now))
+    staying = [p.n for p in people if p.kind != "lapsing"]
+    goodwill = set(rng.sample(staying, k=min(len(staying), max(1, round(members * 0.03)))))
+    plan = sorted(p for person in people for p in _activity(rng, person, now, person.n in goodwill))
     recorded = 0
     with Progress(
         TextColumn("{task.description:<22}"),
@@ -226,9 +228,14 @@ def build_demo(
         for person in people:
             person.member_id = _enrol(conn, rng, merchant_id, program_id, person)
             bar.advance(enrolling)
-        recording = bar.add_task("Recording activity", total=len(plan))
+        recording = bar.add_task("Recording events", total=sum(1 for p in plan if p.body is not None))
         for item in plan:
-            if item.adjustment is not None:
+            if item.body is not None:
+                body = {**item.body, "member_id": item.member.member_id}
+                _, created = record_event(conn, merchant_id=merchant_id, body=body)
+                recorded += created
+                bar.advance(recording)
+            elif item.adjustment is not None:
                 points, reason = item.adjustment
                 adjust(
                     conn,
@@ -238,12 +245,6 @@ def build_demo(
                     reason=reason,
                     occurred_at=item.at,
                 )
-            else:
-                assert item.body is not None
-                body = {**item.body, "member_id": item.member.member_id}
-                _, created = record_event(conn, merchant_id=merchant_id, body=body)
-                recorded += created
-            bar.advance(recording)
     return {
         "merchant_id": merchant_id,
         "program_id": program_id,
@@ -312,7 +313,7 @@ def _today(now: datetime) -> date:
 
 def _people(rng: random.Random, count: int, now: datetime) -> list[_Member]:
     """Members and their habits, numbered in the order they joined."""
-    regulars = max(1, round(count * 0.12))
+    regulars = max(2, round(count * 0.1))
     lapsing = round(count * 0.3)
     kinds = ["regular"] * regulars + ["lapsing"] * lapsing
     kinds += ["occasional"] * (count - len(kinds))
@@ -322,18 +323,18 @@ def _people(rng: random.Random, count: int, now: datetime) -> list[_Member]:
     drafts: list[tuple[datetime, str]] = []
     for kind in kinds:
         day = today - timedelta(days=rng.randint(1, ENROL_DAYS))
-        drafts.append((_local(day, rng.randint(OPENS, CLOSES - 1), rng.randint(0, 59)), kind))
+        drafts.append((_local(day, rng.randint(OPENS, CLOSES - 1), rng.randint(0, 55)), kind))
     drafts.sort(key=lambda d: d[0])
     people = []
     for n, (enrolled_at, kind) in enumerate(drafts, start=1):
         if kind == "regular":
-            rate = rng.uniform(0.15, 0.35)  # one to two and a half times a week
+            rate = rng.uniform(0.08, 0.3)  # once to twice a week
         elif kind == "lapsing":
-            rate = rng.uniform(0.05, 0.2)
+            rate = rng.uniform(0.03, 0.1)  # keen at first, then gone
         else:
-            rate = rng.uniform(0.015, 0.08)  # once every two months to twice a month
+            rate = rng.uniform(0.005, 0.03)  # a few times a year to about once a month
         joined = enrolled_at.astimezone(ZoneInfo(TIMEZONE)).date()
-        stays = rng.randint(30, 150) if kind == "lapsing" else ENROL_DAYS
+        stays = rng.randint(30, 120) if kind == "lapsing" else ENROL_DAYS
         people.append(
             _Member(
                 n=n,
@@ -344,7 +345,7 @@ def _people(rng: random.Random, count: int, now: datetime) -> list[_Member]:
                 home=rng.choice(LOCATIONS)[0],
                 drink=rng.choices(DRINKS, weights=(5, 2, 3))[0],
                 usual_hour=rng.choices(range(OPENS, CLOSES), weights=HOUR_WEIGHTS)[0],
-                pastry=rng.uniform(0.05, 0.5),
+                pastry=rng.uniform(0.3, 0.7) if kind == "regular" else rng.uniform(0.05, 0.5),
                 company=rng.uniform(0.0, 0.25),
             )
         )
@@ -387,7 +388,7 @@ def _stamp(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _activity(rng: random.Random, person: _Member, now: datetime) -> list[_Planned]:
+def _activity(rng: random.Random, person: _Member, now: datetime, goodwill: bool) -> list[_Planned]:
     """Everything one member does in the year ending yesterday, in no particular order."""
     today = _today(now)
     first_day = today - timedelta(days=ACTIVITY_DAYS)
@@ -434,7 +435,7 @@ def _activity(rng: random.Random, person: _Member, now: datetime) -> list[_Plann
         )
         units = sum(int(i["quantity"]) for i in items)
         roll = rng.random()
-        if units > 1 and roll < 0.05:  # one unit brought back a few days later
+        if units > 1 and roll < 0.075:  # one unit brought back a few days later (~3% of purchases)
             back = at.astimezone(ZoneInfo(TIMEZONE)).date() + timedelta(days=rng.randint(1, 6))
             if back <= today - timedelta(days=1):
                 when = _local(back, rng.randint(OPENS, CLOSES - 1), rng.randint(0, 59))
@@ -451,7 +452,7 @@ def _activity(rng: random.Random, person: _Member, now: datetime) -> list[_Plann
                     },
                 )
         elif roll > 0.99:  # voided at the till
-            when = at + timedelta(minutes=rng.randint(2, 45))
+            when = at + timedelta(minutes=rng.randint(1, 10))
             plan(
                 when,
                 {
@@ -464,12 +465,12 @@ def _activity(rng: random.Random, person: _Member, now: datetime) -> list[_Plann
 
     after = max(joined + timedelta(days=1), first_day)
     active_days = (last_day - after).days
-    if active_days > 0 and rng.random() < 0.2:  # a review or three, written in the evening
+    if active_days > 0 and rng.random() < 0.15:  # a review or three, written in the evening
         for _ in range(rng.randint(1, 3)):
             day = after + timedelta(days=rng.randint(0, active_days))
             when = _local(day, rng.randint(19, 22), rng.randint(0, 59))
             plan(when, {"id": person.next_id(), "type": "review", "occurred_at": _stamp(when)})
-    if active_days > 0 and rng.random() < 0.03:
+    if active_days >= 0 and goodwill:
         day = after + timedelta(days=rng.randint(0, active_days))
         when = _local(day, rng.randint(OPENS, CLOSES - 1), rng.randint(0, 59))
         points = rng.choice((20, 25, 50, 100))

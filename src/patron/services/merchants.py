@@ -101,19 +101,12 @@ def revoke_api_key(conn: Connection, *, merchant_id: str, key_id: str) -> None:
         raise NotFound(f"API key {key_id} not found or already revoked")
 
 
-_KNOWN_LOCATIONS: set[tuple[str, str]] = set()
-
-
 def ensure_location(conn: Connection, *, merchant_id: str, location_id: str, name: str | None = None) -> None:
-    """Create the location on first use. Locations are never deleted, so a seen one is remembered."""
-    if (merchant_id, location_id) in _KNOWN_LOCATIONS:
-        return
-    if repo.get_location(conn, merchant_id, location_id) is not None:
-        _KNOWN_LOCATIONS.add((merchant_id, location_id))  # committed: safe to remember
-        return
-    repo.insert_location(
-        conn, merchant_id=merchant_id, id=location_id, name=name or location_id, created_at=utcnow()
-    )
+    """Create the location on first use."""
+    if repo.get_location(conn, merchant_id, location_id) is None:
+        repo.insert_location(
+            conn, merchant_id=merchant_id, id=location_id, name=name or location_id, created_at=utcnow()
+        )
 
 
 def get_merchant(conn: Connection, *, merchant_id: str) -> dict[str, Any]:
