@@ -77,3 +77,33 @@ def test_racing_debits_never_overdraw(engine: Engine) -> None:
     with engine.begin() as conn:
         assert ledger.balances(conn, merchant_id=merchant_id, member_id=member_id, as_of=None).available == 10
         assert ledger.verify(conn, merchant_id=merchant_id) == []
+
+
+def test_concurrent_redemptions_against_points_for_a_few_exactly_that_few_succeed(engine: Engine) -> None:
+    from patron.services import redemptions
+
+    with engine.begin() as conn:
+        merchant, _ = merchants.create_merchant(conn, name="Race Rewards")
+        m = merchant["id"]
+        body = bean_rewards(tiers=None, rewards=[{"id": "coffee", "name": "Coffee", "cost": 100}])
+        program = programs.create_program(conn, merchant_id=m, body=body)
+        member = members.enrol(
+            conn, merchant_id=m, data=MemberCreate(program_id=program["id"], email="r@example.com")
+        )
+        ledger.adjust(conn, merchant_id=m, member_id=member["id"], points=300, reason="gift")
+
+    def reserve(_: int) -> bool:
+        try:
+            with engine.begin() as conn:
+                redemptions.reserve(conn, merchant_id=m, member_id=member["id"], reward_id="coffee")
+            return True
+        except InsufficientPoints:
+            return False
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(reserve, range(20)))
+    assert results.count(True) == 3
+    with engine.begin() as conn:
+        b = ledger.balances(conn, merchant_id=m, member_id=member["id"], as_of=None)
+        assert (b.available, b.reserved) == (0, 300)
+        assert ledger.verify(conn, merchant_id=m) == []

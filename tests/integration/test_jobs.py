@@ -107,3 +107,24 @@ def test_unknown_job_names_are_refused(engine: Engine) -> None:
         run_job(engine, "dividends", as_of=t("2026-01-01T00:00:00"))
     with pytest.raises(InvalidInput, match="unknown job"):
         run_job(engine, "explode", as_of=t("2026-01-01T00:00:00"))
+
+
+def test_lapsed_reservations_give_their_points_back(engine: Engine) -> None:
+    from datetime import timedelta
+
+    from patron.services import redemptions
+
+    rewards = [{"id": "coffee", "name": "Coffee", "cost": 100}]
+    merchant_id, member_id = shop(engine, rewards=rewards, reservation_ttl_minutes=5)
+    with engine.begin() as conn:
+        ledger.adjust(conn, merchant_id=merchant_id, member_id=member_id, points=150, reason="gift")
+        red = redemptions.reserve(conn, merchant_id=merchant_id, member_id=member_id, reward_id="coffee")
+    assert run_job(engine, "lapse-reservations", as_of=red["reserved_at"], merchant_id=merchant_id).lots == 0
+    later = red["expires_at"] + timedelta(minutes=1)
+    assert run_job(engine, "lapse-reservations", as_of=later, merchant_id=merchant_id).lots == 1
+    assert run_job(engine, "lapse-reservations", as_of=later, merchant_id=merchant_id).lots == 0
+    b = balances(engine, merchant_id, member_id)
+    assert (b.available, b.reserved, b.redeemed) == (150, 0, 0)
+    with engine.begin() as conn:
+        assert redemptions.get(conn, merchant_id=merchant_id, redemption_id=red["id"])["status"] == "expired"
+        assert ledger.verify(conn, merchant_id=merchant_id) == []

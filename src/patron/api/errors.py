@@ -22,6 +22,7 @@ STATUS: list[tuple[type[e.PatronError], int]] = [
     (e.Unauthorized, 401),
     (e.Forbidden, 403),
     (e.InsufficientPoints, 409),
+    (e.UnknownReward, 422),
     (e.DuplicateMember, 409),
     (e.IdempotencyConflict, 409),
     (e.MemberInactive, 409),

@@ -85,3 +85,45 @@ class LedgerImbalance(PatronError):
 
     code = "ledger-imbalance"
     title = "Ledger imbalance"
+
+
+class UnknownReward(InvalidInput):
+    code = "unknown-reward"
+    title = "No such reward in the program"
+
+
+class RewardUnavailable(Conflict):
+    """Outside the reward's valid window, or hidden."""
+
+    code = "reward-unavailable"
+    title = "Reward not available now"
+
+
+class OutOfStock(Conflict):
+    code = "out-of-stock"
+    title = "Reward out of stock"
+
+
+class LimitReached(Conflict):
+    code = "limit-reached"
+    title = "Redemption limit reached"
+
+
+class NotInTier(Conflict):
+    code = "reward-not-in-tier"
+    title = "Reward not available in the member's tier"
+
+
+class RedemptionRedeemed(Conflict):
+    code = "redemption-redeemed"
+    title = "Redemption already redeemed"
+
+
+class RedemptionCancelled(Conflict):
+    code = "redemption-cancelled"
+    title = "Redemption was cancelled"
+
+
+class RedemptionExpired(Conflict):
+    code = "redemption-expired"
+    title = "Reservation lapsed"

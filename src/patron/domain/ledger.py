@@ -59,7 +59,10 @@ class JournalKind(StrEnum):
     ADJUSTMENT = "adjustment"
     RELEASE = "release"
     EXPIRY = "expiry"
+    RESERVATION = "reservation"
     REDEMPTION = "redemption"
+    CANCELLATION = "cancellation"
+    LAPSE = "lapse"
 
 
 def display_points(account: str, amount: int) -> int:

@@ -11,6 +11,8 @@ from datetime import datetime, time
 from enum import StrEnum
 from fractions import Fraction
 
+from patron.domain.rewards import RewardRule
+
 
 class RuleType(StrEnum):
     SPEND = "spend"
@@ -140,14 +142,6 @@ class Tiers:
 
 
 @dataclass(frozen=True, slots=True)
-class Reward:
-    id: str
-    name: str
-    type: str
-    cost: int
-
-
-@dataclass(frozen=True, slots=True)
 class Program:
     name: str
     currency: str
@@ -159,7 +153,11 @@ class Program:
     return_policy: str = "debt"  # debt | write_off
     earning_base: EarningBase = field(default_factory=EarningBase)
     caps: Caps = field(default_factory=Caps)
-    rewards: tuple[Reward, ...] = ()
+    rewards: tuple[RewardRule, ...] = ()
+    reservation_ttl_minutes: int = 1440
+
+    def reward(self, reward_id: str) -> RewardRule | None:
+        return next((r for r in self.rewards if r.id == reward_id), None)
 
     def actions(self) -> frozenset[str]:
         return frozenset(r.action for r in self.rules if r.type == RuleType.ACTION and r.action)

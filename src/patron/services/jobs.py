@@ -44,6 +44,7 @@ MOVES = {
     "expire-points": _Move("available", "expires_at", "expiry", "exp", "points expired", "program:expired"),
 }
 NOT_YET = ("requalify-tiers", "dividends", "notifications")
+OTHER = ("lapse-reservations",)
 
 
 def run_job(
@@ -56,9 +57,11 @@ def run_job(
 ) -> JobResult:
     """Run job ``name`` as if at ``as_of`` (for one merchant, or all), in batches of members,
     one transaction per batch."""
+    if name == "lapse-reservations":
+        return _lapse(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
     move = MOVES.get(name)
     if move is None:
-        known = ", ".join(sorted(MOVES))
+        known = ", ".join(sorted([*MOVES, *OTHER]))
         later = f" ({', '.join(NOT_YET)} are not available yet)" if name in NOT_YET else ""
         raise InvalidInput(f"unknown job {name!r}; jobs: {known}{later}")
     if as_of.tzinfo is None:
@@ -99,3 +102,19 @@ def run_job(
         if progress:
             progress(len(batch))
     return JobResult(name, as_of, members, lots, points)
+
+
+def _lapse(
+    engine: Engine, *, as_of: datetime, merchant_id: str | None, progress: Callable[[int], None] | None
+) -> JobResult:
+    from patron.services.redemptions import lapse_due
+
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            done = lapse_due(conn, as_of=as_of, merchant_id=merchant_id, limit=BATCH)
+        total += done
+        if progress and done:
+            progress(done)
+        if done < BATCH:
+            return JobResult("lapse-reservations", as_of, total, total, 0)

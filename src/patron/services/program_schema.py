@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from patron.domain import program as d
+from patron.domain.rewards import RewardKind, RewardRule
 
 Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
 Points = Annotated[int, Field(ge=0, le=1_000_000_000)]
@@ -248,11 +249,120 @@ class CapsSpec(Strict):
     mode: Literal["reduce", "reject"] = "reduce"
 
 
+class FixedDiscount(Strict):
+    amount: Money = Field(description="Discount in minor units of the program currency.")
+
+
+class PercentDiscount(Strict):
+    percent: Annotated[int, Field(ge=1, le=100)]
+    max_amount: Money | None = Field(None, description="Cap on the discount, minor units.")
+
+
+class FreeProduct(Strict):
+    sku: str | None = None
+    category: str | None = None
+
+
+class NoSettings(Strict):
+    pass
+
+
+class StoreCredit(Strict):
+    amount: Money
+
+
+class EventTicket(Strict):
+    event: str | None = Field(None, description="Which event the ticket admits to.")
+
+
+class TravelAward(Strict):
+    route: str | None = None
+    cabin: str | None = None
+
+
+class PartnerPerk(Strict):
+    partner: Annotated[str, Field(min_length=1, max_length=200)]
+    description: str | None = None
+
+
+class PhysicalGift(Strict):
+    sku: str | None = None
+    needs_address: bool = True
+
+
+#: The registry of reward kinds: each kind and the settings it takes.
+REWARD_KINDS: dict[str, type[Strict]] = {
+    "fixed_discount": FixedDiscount,
+    "percent_discount": PercentDiscount,
+    "free_product": FreeProduct,
+    "free_shipping": NoSettings,
+    "store_credit": StoreCredit,
+    "event_ticket": EventTicket,
+    "travel_award": TravelAward,
+    "partner_perk": PartnerPerk,
+    "physical_gift": PhysicalGift,
+}
+
+
+class RewardLimit(Strict):
+    count: Annotated[int, Field(ge=1, le=10_000)]
+    per: Literal["lifetime", "year", "month", "day"] = "lifetime"
+
+
 class RewardSpec(Strict):
+    """A reward of the catalogue. ``type`` picks the kind; ``settings`` are that kind's own."""
+
     id: Slug
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    type: str = "free_product"
+    type: Literal[
+        "fixed_discount",
+        "percent_discount",
+        "free_product",
+        "free_shipping",
+        "store_credit",
+        "event_ticket",
+        "travel_award",
+        "partner_perk",
+        "physical_gift",
+    ] = "free_product"
     cost: Annotated[int, Field(ge=1, le=10**9)]
+    cost_by_tier: dict[str, Annotated[int, Field(ge=1, le=10**9)]] = Field(
+        default_factory=dict, description="A different points cost for members of these tiers."
+    )
+    tiers: list[str] = Field(default_factory=list, description="Only members of these tiers may redeem.")
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+    visible_from: AwareDatetime | None = None
+    visible_until: AwareDatetime | None = None
+    stock: Annotated[int, Field(ge=0, le=10**9)] | None = Field(None, description="Total available.")
+    limit: RewardLimit | None = Field(None, description="At most count redemptions per member per period.")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _settings(self) -> RewardSpec:
+        model = REWARD_KINDS[self.type]
+        self.settings = model.model_validate(self.settings).model_dump(exclude_none=True)
+        if self.valid_from and self.valid_until and self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        return self
+
+    def to_domain(self) -> RewardRule:
+        return RewardRule(
+            id=self.id,
+            name=self.name,
+            kind=RewardKind(self.type),
+            cost=self.cost,
+            cost_by_tier=tuple(sorted(self.cost_by_tier.items())),
+            tiers=tuple(self.tiers),
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
+            visible_from=self.visible_from,
+            visible_until=self.visible_until,
+            stock=self.stock,
+            limit_per_member=self.limit.count if self.limit else None,
+            limit_period=self.limit.per if self.limit else "lifetime",
+            settings=tuple(sorted(self.settings.items())),
+        )
 
 
 class ReferralSpec(Strict):
@@ -278,7 +388,10 @@ class ProgramSpec(Strict):
     )
     earning_base: EarningBaseSpec = Field(default_factory=EarningBaseSpec)
     caps: CapsSpec = Field(default_factory=CapsSpec)
-    rewards: list[RewardSpec] = Field(default_factory=list)
+    rewards: Annotated[list[RewardSpec], Field(max_length=1000)] = Field(default_factory=list)
+    reservation_ttl_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 90)] = Field(
+        1440, description="How long a reserved reward holds its points before they go back."
+    )
     referrals: ReferralSpec | None = None
 
     @field_validator("timezone")
@@ -330,7 +443,8 @@ class ProgramSpec(Strict):
                 per_member_period=d.Period(caps.per_member_period),
                 mode=d.CapMode(caps.mode),
             ),
-            rewards=tuple(d.Reward(r.id, r.name, r.type, r.cost) for r in self.rewards),
+            rewards=tuple(r.to_domain() for r in self.rewards),
+            reservation_ttl_minutes=self.reservation_ttl_minutes,
         )
 
 

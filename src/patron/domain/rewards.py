@@ -1,0 +1,164 @@
+"""Rewards: what a member can redeem, at what cost, and whether they may now.
+
+A redemption is two-phase. Reserving moves the cost from ``available`` to ``reserved``, lot by lot,
+soonest-expiring first (the lots stay earmarked, so a cancelled reservation gives back the same
+lots with their original expiry). Redeeming moves the reserved points to ``program:redeemed``;
+cancelling or lapsing moves them back to ``available``. Redeemed is final.
+
+Invariant: available + reserved + redeemed never exceeds what was credited, and a cancellation
+returns exactly what was reserved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from patron.domain.errors import (
+    InsufficientPoints,
+    LimitReached,
+    NotInTier,
+    OutOfStock,
+    RedemptionCancelled,
+    RedemptionExpired,
+    RedemptionRedeemed,
+    RewardUnavailable,
+)
+from patron.domain.ledger import Account, Journal, JournalKind, Lot, Posting
+
+
+class RewardKind(StrEnum):
+    FIXED_DISCOUNT = "fixed_discount"
+    PERCENT_DISCOUNT = "percent_discount"
+    FREE_PRODUCT = "free_product"
+    FREE_SHIPPING = "free_shipping"
+    STORE_CREDIT = "store_credit"
+    EVENT_TICKET = "event_ticket"
+    TRAVEL_AWARD = "travel_award"
+    PARTNER_PERK = "partner_perk"
+    PHYSICAL_GIFT = "physical_gift"
+
+
+class Status(StrEnum):
+    RESERVED = "reserved"
+    REDEEMED = "redeemed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class RewardRule:
+    """A reward of the catalogue. ``settings`` are the kind's own (amount, percent, sku...)."""
+
+    id: str
+    name: str
+    kind: RewardKind
+    cost: int
+    cost_by_tier: tuple[tuple[str, int], ...] = ()
+    tiers: tuple[str, ...] = ()
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    visible_from: datetime | None = None
+    visible_until: datetime | None = None
+    stock: int | None = None
+    limit_per_member: int | None = None
+    limit_period: str = "lifetime"
+    settings: tuple[tuple[str, Any], ...] = field(default=())
+
+    def cost_for(self, tier_id: str | None) -> int:
+        """The points cost for a member in ``tier_id`` (a per-tier price, else the base cost)."""
+        return dict(self.cost_by_tier).get(tier_id or "", self.cost)
+
+    def visible(self, at: datetime) -> bool:
+        return not (
+            (self.visible_from and at < self.visible_from)
+            or (self.visible_until and at >= self.visible_until)
+        )
+
+    def grants(self, currency: str) -> dict[str, Any]:
+        """What the reward gives, in terms a till understands."""
+        out: dict[str, Any] = {"kind": str(self.kind), "name": self.name, **dict(self.settings)}
+        if self.kind in (RewardKind.FIXED_DISCOUNT, RewardKind.STORE_CREDIT) or "max_amount" in out:
+            out["currency"] = currency
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What the caller knows about the member and the reward at the moment of reserving."""
+
+    at: datetime
+    tier_id: str | None
+    available: int
+    stock_used: int
+    member_used_in_period: int
+
+
+def check_reservable(reward: RewardRule, s: Standing) -> int:
+    """The cost to reserve ``reward`` now, or the reason why not (a domain error)."""
+    if not reward.visible(s.at) or (reward.valid_from and s.at < reward.valid_from):
+        raise RewardUnavailable(f"reward {reward.id} is not available yet")
+    if reward.valid_until and s.at >= reward.valid_until:
+        raise RewardUnavailable(f"reward {reward.id} is no longer available")
+    if reward.tiers and s.tier_id not in reward.tiers:
+        raise NotInTier(
+            f"reward {reward.id} is for tiers {', '.join(reward.tiers)}", tiers=list(reward.tiers)
+        )
+    if reward.stock is not None and s.stock_used >= reward.stock:
+        raise OutOfStock(f"reward {reward.id} is out of stock")
+    if reward.limit_per_member is not None and s.member_used_in_period >= reward.limit_per_member:
+        raise LimitReached(
+            f"reward {reward.id} can be redeemed {reward.limit_per_member} time(s) per {reward.limit_period}"
+        )
+    cost = reward.cost_for(s.tier_id)
+    if s.available < cost:
+        raise InsufficientPoints(
+            f"reward {reward.id} costs {cost} points; {s.available} available",
+            needed=cost,
+            available=s.available,
+        )
+    return cost
+
+
+def reservation(cost: int, lots: Sequence[Lot]) -> Journal:
+    """Move ``cost`` from available to reserved, lot by lot (lots already in spending order)."""
+    postings: list[Posting] = []
+    left = cost
+    for lot in lots:
+        take = min(lot.remaining, left)
+        if take > 0:
+            postings += [Posting(Account.AVAILABLE, -take, lot.id), Posting(Account.RESERVED, take, lot.id)]
+            left -= take
+        if left == 0:
+            break
+    if left:
+        raise InsufficientPoints(f"needs {cost} points, {cost - left} available", needed=cost)
+    return Journal(JournalKind.RESERVATION, tuple(postings), "reserved for a reward")
+
+
+def settle(held: Sequence[tuple[str, int]], *, status: Status, reason: str) -> Journal:
+    """Close a reservation holding ``held`` (lot id, points): redeem, or give the points back."""
+    if status == Status.REDEEMED:
+        postings = [Posting(Account.RESERVED, -p, lot) for lot, p in held]
+        postings.append(Posting(Account.REDEEMED, sum(p for _, p in held)))
+        return Journal(JournalKind.REDEMPTION, tuple(postings), reason)
+    back = [Posting(Account.RESERVED, -p, lot) for lot, p in held] + [
+        Posting(Account.AVAILABLE, p, lot) for lot, p in held
+    ]
+    kind = JournalKind.LAPSE if status == Status.EXPIRED else JournalKind.CANCELLATION
+    return Journal(kind, tuple(back), reason)
+
+
+def check_transition(status: str, target: Status, *, expires_at: datetime, now: datetime) -> None:
+    """Reserved can become redeemed (before it lapses), cancelled or expired; nothing else moves."""
+    if status == Status.REDEEMED:
+        raise RedemptionRedeemed("this redemption was already redeemed; redeemed is final")
+    if status == Status.CANCELLED:
+        raise RedemptionCancelled("this redemption was cancelled")
+    if status == Status.EXPIRED:
+        raise RedemptionExpired("this reservation lapsed and its points went back")
+    if target == Status.REDEEMED and now >= expires_at:
+        raise RedemptionExpired(f"this reservation lapsed at {expires_at.isoformat()}")

@@ -1,0 +1,279 @@
+"""Redemptions: reserve a reward (points to reserved, a single-use code), then redeem or cancel.
+
+Every transition locks the member's balance row first (the same lock earning and adjustments
+take), so two redemptions can never spend the same points. A reservation that is not redeemed
+within the program's ``reservation_ttl_minutes`` lapses: the ``lapse-reservations`` job gives the
+points back, to the same lots with their original expiry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
+
+from patron.domain import rewards as rules
+from patron.domain.errors import Conflict, MemberInactive, NotFound, UnknownReward
+from patron.domain.ledger import Account, spending_order
+from patron.domain.program import Period, Program
+from patron.services.clock import utcnow
+from patron.services.events import period_window
+from patron.services.programs import program_at
+from patron.services.tiers import tier_state
+from patron.storage import ledger as ledger_repo
+from patron.storage import members as members_repo
+from patron.storage import redemptions as repo
+from patron.storage.ids import new_id, random_code
+
+CODE_LENGTH = 12  # 32^12 ≈ 10^18 codes: not guessable at a till or online
+
+
+def view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "member_id": row["member_id"],
+        "program_id": row["program_id"],
+        "reward_id": row["reward_id"],
+        "code": row["code"],
+        "points": row["points"],
+        "status": row["status"],
+        "grants": row["grants"],
+        "location_id": row["location_id"],
+        "reserved_at": row["reserved_at"],
+        "expires_at": row["expires_at"],
+        "settled_at": row["settled_at"],
+    }
+
+
+def _member(conn: Connection, merchant_id: str, member_id: str) -> dict[str, Any]:
+    member = members_repo.get_member(conn, merchant_id, member_id)
+    if member is None:
+        raise NotFound(f"member {member_id} not found")
+    return member
+
+
+def _standing(
+    conn: Connection,
+    merchant_id: str,
+    member: dict[str, Any],
+    program: Program,
+    reward: rules.RewardRule,
+    at: datetime,
+) -> rules.Standing:
+    state = tier_state(conn, merchant_id=merchant_id, member=member, program=program, as_of=at)
+    since, until = period_window(Period(reward.limit_period), at, ZoneInfo(program.timezone))
+    return rules.Standing(
+        at=at,
+        tier_id=state.level.id if state and state.level else None,
+        available=ledger_repo.cached_balances(conn, merchant_id, member["id"]).available,
+        stock_used=repo.count_live(conn, merchant_id, member["program_id"], reward.id)
+        if reward.stock is not None
+        else 0,
+        member_used_in_period=repo.count_live(
+            conn,
+            merchant_id,
+            member["program_id"],
+            reward.id,
+            member_id=member["id"],
+            since=since,
+            until=until,
+        )
+        if reward.limit_per_member is not None
+        else 0,
+    )
+
+
+def reserve(
+    conn: Connection, *, merchant_id: str, member_id: str, reward_id: str, location_id: str | None = None
+) -> dict[str, Any]:
+    """Reserve ``reward_id`` for the member: its cost moves from available to reserved."""
+    member = _member(conn, merchant_id, member_id)
+    if member["status"] != "active":
+        raise MemberInactive(f"member is {member['status']}: no redemptions")
+    now = utcnow()
+    ledger_repo.lock_balances(conn, merchant_id, member_id)
+    program, version = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=now)
+    reward = program.reward(reward_id)
+    if reward is None:
+        raise UnknownReward(f"the program has no reward {reward_id!r}", field="reward_id")
+    if reward.stock is not None:
+        repo.lock_program(conn, merchant_id, member["program_id"])
+    cost = rules.check_reservable(reward, _standing(conn, merchant_id, member, program, reward, now))
+    lots = spending_order(ledger_repo.lot_balances(conn, merchant_id, member_id, Account.AVAILABLE))
+    journal = rules.reservation(cost, lots)
+    journal_id = ledger_repo.write_journal(
+        conn,
+        journal,
+        merchant_id=merchant_id,
+        member_id=member_id,
+        program_id=member["program_id"],
+        program_version=version,
+        occurred_at=now,
+        created_at=now,
+    )
+    code = random_code(CODE_LENGTH)
+    while repo.code_taken(conn, merchant_id, code):
+        code = random_code(CODE_LENGTH)
+    row = {
+        "merchant_id": merchant_id,
+        "id": new_id("rdm"),
+        "member_id": member_id,
+        "program_id": member["program_id"],
+        "reward_id": reward.id,
+        "code": code,
+        "points": cost,
+        "status": rules.Status.RESERVED.value,
+        "grants": rules_grants(reward, program),
+        "location_id": location_id,
+        "reserve_journal_id": journal_id,
+        "settle_journal_id": None,
+        "reserved_at": now,
+        "expires_at": now + timedelta(minutes=program.reservation_ttl_minutes),
+        "settled_at": None,
+    }
+    repo.insert_redemption(conn, row)
+    return view(row)
+
+
+def rules_grants(reward: rules.RewardRule, program: Program) -> dict[str, Any]:
+    return reward.grants(program.currency)
+
+
+def _load(conn: Connection, merchant_id: str, redemption_id: str | None, code: str | None) -> dict[str, Any]:
+    row = (
+        repo.get(conn, merchant_id, redemption_id)
+        if redemption_id
+        else repo.by_code(conn, merchant_id, code or "")
+    )
+    if row is None:
+        raise NotFound("no such redemption" if redemption_id else "unknown code")
+    return row
+
+
+def _settle(
+    conn: Connection,
+    merchant_id: str,
+    row: dict[str, Any],
+    target: rules.Status,
+    *,
+    now: datetime,
+    reason: str,
+) -> dict[str, Any]:
+    ledger_repo.lock_balances(conn, merchant_id, row["member_id"])
+    row = _load(conn, merchant_id, row["id"], None)  # re-read under the member's lock
+    rules.check_transition(row["status"], target, expires_at=row["expires_at"], now=now)
+    journal = rules.settle(
+        repo.held(conn, merchant_id, row["reserve_journal_id"]), status=target, reason=reason
+    )
+    _, version = program_at(conn, merchant_id=merchant_id, program_id=row["program_id"], at=now)
+    at = min(now, row["expires_at"]) if target == rules.Status.EXPIRED else now
+    journal_id = ledger_repo.write_journal(
+        conn,
+        journal,
+        merchant_id=merchant_id,
+        member_id=row["member_id"],
+        program_id=row["program_id"],
+        program_version=version,
+        occurred_at=at,
+        created_at=now,
+    )
+    repo.settle(conn, merchant_id, row["id"], status=target.value, journal_id=journal_id, at=at)
+    return view(_load(conn, merchant_id, row["id"], None))
+
+
+def redeem(
+    conn: Connection, *, merchant_id: str, redemption_id: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """Consume a reservation: final. A lapsed, cancelled or used one is 409 with why."""
+    row = _load(conn, merchant_id, redemption_id, code)
+    return _settle(
+        conn, merchant_id, row, rules.Status.REDEEMED, now=utcnow(), reason=f"redeemed {row['reward_id']}"
+    )
+
+
+def cancel(conn: Connection, *, merchant_id: str, redemption_id: str) -> dict[str, Any]:
+    """Cancel a reservation: its points go back to available, to the same lots."""
+    row = _load(conn, merchant_id, redemption_id, None)
+    now = utcnow()
+    target = (
+        rules.Status.EXPIRED
+        if row["status"] == "reserved" and now >= row["expires_at"]
+        else rules.Status.CANCELLED
+    )
+    return _settle(conn, merchant_id, row, target, now=now, reason=f"cancelled {row['reward_id']}")
+
+
+def validate_code(conn: Connection, *, merchant_id: str, code: str) -> dict[str, Any]:
+    """What a code grants, for whom, and whether it can be used now (and if not, why)."""
+    row = repo.by_code(conn, merchant_id, code.strip().upper())
+    if row is None:
+        raise NotFound("unknown code")
+    member = _member(conn, merchant_id, row["member_id"])
+    now = utcnow()
+    reason = None
+    try:
+        rules.check_transition(row["status"], rules.Status.REDEEMED, expires_at=row["expires_at"], now=now)
+    except Conflict as exc:
+        reason = {"type": exc.code, "detail": exc.detail}
+    return {
+        "valid": reason is None,
+        "reason": reason,
+        "redemption": view(row),
+        "member": {"id": member["id"], "name": member["name"], "card_number": member["card_number"]},
+    }
+
+
+def get(conn: Connection, *, merchant_id: str, redemption_id: str) -> dict[str, Any]:
+    return view(_load(conn, merchant_id, redemption_id, None))
+
+
+def of_member(conn: Connection, *, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
+    _member(conn, merchant_id, member_id)
+    return [view(r) for r in repo.of_member(conn, merchant_id, member_id)]
+
+
+def catalogue(conn: Connection, *, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
+    """The program's visible rewards, each with its cost for this member and whether they can
+    reserve it now (and if not, why): what a till shows a member without a smartphone."""
+    member = _member(conn, merchant_id, member_id)
+    now = utcnow()
+    program, _ = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=now)
+    out = []
+    for reward in program.rewards:
+        if not reward.visible(now):
+            continue
+        standing = _standing(conn, merchant_id, member, program, reward, now)
+        why = None
+        try:
+            rules.check_reservable(reward, standing)
+        except Conflict as exc:
+            why = {"type": exc.code, "detail": exc.detail}
+        out.append(
+            {
+                "reward_id": reward.id,
+                "name": reward.name,
+                "kind": str(reward.kind),
+                "points": reward.cost_for(standing.tier_id),
+                "grants": reward.grants(program.currency),
+                "redeemable": why is None,
+                "reason": why,
+            }
+        )
+    return out
+
+
+def lapse_due(conn: Connection, *, as_of: datetime, merchant_id: str | None = None, limit: int = 500) -> int:
+    """Give back the points of reservations that lapsed by ``as_of``. Returns how many."""
+    rows = repo.lapsed(conn, as_of=as_of, merchant_id=merchant_id, limit=limit)
+    for row in sorted(rows, key=lambda r: (r["merchant_id"], r["member_id"])):
+        _settle(
+            conn,
+            row["merchant_id"],
+            row,
+            rules.Status.EXPIRED,
+            now=max(as_of, row["expires_at"]),
+            reason="reservation lapsed",
+        )
+    return len(rows)

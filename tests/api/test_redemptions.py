@@ -1,0 +1,163 @@
+"""Two-phase redemption: reserve, redeem or cancel, codes at the till, limits, stock, tiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import Api, bean_rewards
+
+REWARDS: list[dict[str, Any]] = [
+    {
+        "id": "free-coffee",
+        "name": "Free coffee",
+        "type": "free_product",
+        "cost": 100,
+        "settings": {"sku": "LATTE"},
+    },
+    {"id": "five-off", "name": "$5 off", "type": "fixed_discount", "cost": 250, "settings": {"amount": 500}},
+    {
+        "id": "tenpc",
+        "name": "10% off",
+        "type": "percent_discount",
+        "cost": 150,
+        "settings": {"percent": 10, "max_amount": 2000},
+    },
+    {"id": "mug", "name": "Mug", "type": "physical_gift", "cost": 50, "stock": 1},
+    {
+        "id": "monthly",
+        "name": "Pastry",
+        "type": "free_product",
+        "cost": 10,
+        "limit": {"count": 1, "per": "month"},
+    },
+    {
+        "id": "gold-only",
+        "name": "Lounge",
+        "type": "partner_perk",
+        "cost": 10,
+        "tiers": ["gold"],
+        "settings": {"partner": "Lounge Co"},
+    },
+    {
+        "id": "future",
+        "name": "Soon",
+        "type": "free_shipping",
+        "cost": 10,
+        "valid_from": "2099-01-01T00:00:00Z",
+    },
+]
+
+
+def funded(api: Api, points: int = 300, **program: Any) -> str:
+    member = api.member(api.program(bean_rewards(rewards=REWARDS, **program)), email="r@example.com")
+    assert (
+        api.post(f"/v1/members/{member}/adjustments", {"points": points, "reason": "welcome"}).status_code
+        == 201
+    )
+    return member
+
+
+def test_reserve_then_redeem_is_final(api: Api) -> None:
+    member = funded(api)
+    r = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "free-coffee"})
+    assert r.status_code == 201
+    red = r.json()
+    assert red["status"] == "reserved" and red["points"] == 100 and len(red["code"]) == 12
+    assert red["grants"] == {"kind": "free_product", "name": "Free coffee", "sku": "LATTE"}
+    pts = api.points(member)
+    assert (pts["available"], pts["reserved"], pts["redeemed"]) == (200, 100, 0)
+    done = api.post(f"/v1/redemptions/{red['id']}/redeem")
+    assert done.status_code == 200 and done.json()["status"] == "redeemed"
+    pts = api.points(member)
+    assert (pts["available"], pts["reserved"], pts["redeemed"]) == (200, 0, 100)
+    again = api.post(f"/v1/redemptions/{red['id']}/redeem")
+    assert again.status_code == 409 and again.json()["type"].endswith("/redemption-redeemed")
+    cancel = api.post(f"/v1/redemptions/{red['id']}/cancel")
+    assert cancel.status_code == 409
+    assert api.points(member)["redeemed"] == 100
+    assert api.get("/v1/verify").json()["ok"] is True
+
+
+def test_cancel_returns_exactly_what_was_reserved_to_the_same_lots(api: Api) -> None:
+    member = funded(api)
+    before = api.get(f"/v1/members/{member}/ledger").json()["data"]
+    red = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "five-off"}).json()
+    assert red["grants"] == {"kind": "fixed_discount", "name": "$5 off", "amount": 500, "currency": "USD"}
+    r = api.post(f"/v1/redemptions/{red['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    pts = api.points(member)
+    assert (pts["available"], pts["reserved"], pts["redeemed"]) == (300, 0, 0)
+    after = api.get(f"/v1/members/{member}/ledger").json()["data"]
+    moved = [row for row in after if row not in before]
+    assert {row["type"] for row in moved} == {"reservation", "cancellation"}
+    assert {row["lot_id"] for row in moved} == {before[0]["lot_id"]}
+    assert {row["expires_at"] for row in moved} == {before[0]["expires_at"]}
+    r = api.post(f"/v1/redemptions/{red['id']}/redeem")
+    assert r.status_code == 409 and r.json()["type"].endswith("/redemption-cancelled")
+
+
+def test_insufficient_points_is_409_and_writes_nothing(api: Api) -> None:
+    member = funded(api, points=120)
+    r = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "five-off"})
+    assert r.status_code == 409 and r.json()["type"].endswith("/insufficient-points")
+    assert api.points(member)["available"] == 120
+    assert api.get(f"/v1/members/{member}/redemptions").json()["data"] == []
+
+
+def test_code_at_the_till_validates_and_consumes_once(api: Api) -> None:
+    member = funded(api)
+    red = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "tenpc"}).json()
+    v = api.get(f"/v1/codes/{red['code'].lower()}").json()
+    assert v["valid"] is True and v["member"]["id"] == member
+    assert v["redemption"]["grants"]["percent"] == 10
+    assert api.post(f"/v1/codes/{red['code']}/redeem").json()["status"] == "redeemed"
+    v = api.get(f"/v1/codes/{red['code']}").json()
+    assert v["valid"] is False and v["reason"]["type"] == "redemption-redeemed"
+    assert api.post(f"/v1/codes/{red['code']}/redeem").status_code == 409
+    assert api.get("/v1/codes/NOSUCHCODE00").status_code == 404
+
+
+def test_codes_of_another_merchant_do_not_exist(api: Api, other_api: Api) -> None:
+    member = funded(api)
+    red = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "free-coffee"}).json()
+    assert other_api.get(f"/v1/codes/{red['code']}").status_code == 404
+    assert other_api.post(f"/v1/codes/{red['code']}/redeem").status_code == 404
+    assert other_api.post(f"/v1/redemptions/{red['id']}/redeem").status_code == 404
+    assert api.points(member)["reserved"] == 100
+
+
+def test_stock_limits_tiers_and_windows_each_say_why(api: Api) -> None:
+    member = funded(api)
+    assert api.post(f"/v1/members/{member}/redemptions", {"reward_id": "mug"}).status_code == 201
+    cases = {
+        "mug": "/out-of-stock",
+        "gold-only": "/reward-not-in-tier",
+        "future": "/reward-unavailable",
+    }
+    for reward, suffix in cases.items():
+        r = api.post(f"/v1/members/{member}/redemptions", {"reward_id": reward})
+        assert r.status_code == 409 and r.json()["type"].endswith(suffix), reward
+    assert api.post(f"/v1/members/{member}/redemptions", {"reward_id": "monthly"}).status_code == 201
+    r = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "monthly"})
+    assert r.status_code == 409 and r.json()["type"].endswith("/limit-reached")
+    r = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "nope"})
+    assert r.status_code == 422 and r.json()["type"].endswith("/unknown-reward")
+    pts = api.points(member)
+    assert (pts["available"], pts["reserved"]) == (240, 60)
+
+
+def test_catalogue_shows_what_the_member_can_redeem(api: Api) -> None:
+    member = funded(api, points=120)
+    items = {r["reward_id"]: r for r in api.get(f"/v1/members/{member}/rewards").json()["data"]}
+    assert items["free-coffee"]["redeemable"] is True
+    assert items["five-off"]["redeemable"] is False
+    assert items["five-off"]["reason"]["type"] == "insufficient-points"
+    assert items["gold-only"]["reason"]["type"] == "reward-not-in-tier"
+    assert "future" in items and items["future"]["redeemable"] is False
+
+
+def test_suspended_members_cannot_redeem(api: Api) -> None:
+    member = funded(api)
+    api.patch(f"/v1/members/{member}", {"status": "suspended"})
+    r = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "free-coffee"})
+    assert r.status_code == 409 and r.json()["type"].endswith("/member-inactive")
