@@ -111,11 +111,17 @@ class Caps:
 
 @dataclass(frozen=True, slots=True)
 class TierLevel:
+    """A level. ``invite_only`` levels are never reached by a threshold, only by assignment;
+    ``permanent`` levels, once held, are never lost."""
+
     id: str
     name: str
     threshold: int
     multiplier: Fraction = Fraction(1)
     permanent: bool = False
+    invite_only: bool = False
+    perks: tuple[str, ...] = ()
+    discount_percent: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +130,17 @@ class Tiers:
     period: str = "calendar_year"  # calendar_year | rolling_12_months | anniversary
     downgrade: str = "one_level"  # none | one_level | recompute
     levels: tuple[TierLevel, ...] = ()
+    grace_days: int = 0  # a downgrade takes effect this many days after the period ends
 
     def level(self, tier_id: str | None) -> TierLevel | None:
         return next((lv for lv in self.levels if lv.id == tier_id), None)
 
     def reached(self, value: int) -> TierLevel | None:
-        """The highest level whose threshold ``value`` reaches."""
+        """The highest level (not invite-only) whose threshold ``value`` reaches."""
         best = None
         for lv in self.levels:
+            if lv.invite_only:
+                continue
             if value >= lv.threshold and (best is None or lv.threshold >= best.threshold):
                 best = lv
         return best

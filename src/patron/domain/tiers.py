@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from patron.domain.expiry import add_months
@@ -95,6 +95,38 @@ def requalify(tiers: Tiers, held: TierLevel | None, value: int) -> TierLevel | N
     return one_down if tiers.rank(one_down.id) > tiers.rank(met.id if met else None) else met
 
 
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A tier given by hand (manual or invite-only): a floor from ``start`` until ``end``."""
+
+    tier_id: str
+    start: datetime
+    end: datetime | None = None
+    reason: str = "assigned"
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    at: datetime
+    from_id: str | None
+    to_id: str | None
+    reason: str
+    cause: str  # "event", "period_end", "assignment"
+
+
+def _above(tiers: Tiers, a: TierLevel | None, b: TierLevel | None) -> bool:
+    return tiers.rank(a.id if a else None) > tiers.rank(b.id if b else None)
+
+
+def _floor(tiers: Tiers, assignments: Sequence[Assignment], at: datetime) -> TierLevel | None:
+    best: TierLevel | None = None
+    for a in assignments:
+        lv = tiers.level(a.tier_id)
+        if lv is not None and a.start <= at and (a.end is None or at < a.end) and _above(tiers, lv, best):
+            best = lv
+    return best
+
+
 def evaluate(
     tiers: Tiers,
     rows: Sequence[QualRow],
@@ -102,39 +134,93 @@ def evaluate(
     as_of: datetime,
     tz: ZoneInfo,
     enrolled_at: datetime,
+    assignments: Sequence[Assignment] = (),
 ) -> TierState:
     """The member's tier as of ``as_of``, folding period by period from enrolment."""
+    return history(tiers, rows, as_of=as_of, tz=tz, enrolled_at=enrolled_at, assignments=assignments)[0]
+
+
+def history(
+    tiers: Tiers,
+    rows: Sequence[QualRow],
+    *,
+    as_of: datetime,
+    tz: ZoneInfo,
+    enrolled_at: datetime,
+    assignments: Sequence[Assignment] = (),
+) -> tuple[TierState, list[TierChange]]:
+    """The tier as of ``as_of`` and every change that led to it, oldest first.
+
+    Within a period the level only rises (an upgrade at once when the running value crosses a
+    threshold; a return never demotes mid-period). At a period's end the member is placed by the
+    period's value as known then (returns recorded later do not reach back), and a downgrade
+    takes effect ``grace_days`` after the end. A manual or invite-only assignment is a floor.
+    """
     rows = [r for r in rows if r.recorded_at <= as_of]
+    changes: list[TierChange] = []
     level = _base(tiers)
     since, reason = enrolled_at, "enrolled"
+
+    def move(to: TierLevel | None, at: datetime, why: str, cause: str) -> None:
+        nonlocal level, since, reason
+        changes.append(TierChange(at, level.id if level else None, to.id if to else None, why, cause))
+        level, since, reason = to, at, why
+
     if tiers.period == "rolling_12_months":
         start, end = add_months(as_of, -12), as_of
         value = sum(r.value for r in rows if start < r.period_at <= end)
         reached = tiers.reached(value)
-        if reached is not None and tiers.rank(reached.id) > tiers.rank(level.id if level else None):
-            level, reason = reached, f"{tiers.metric} of {value} in the last 12 months"
-            since = max((r.recorded_at for r in rows), default=enrolled_at)
-        return TierState(level, since, reason, value, start, end)
-    first = min([enrolled_at, *(r.period_at for r in rows)])
+        if _above(tiers, reached, level):
+            move(
+                reached,
+                max((r.recorded_at for r in rows), default=enrolled_at),
+                f"{tiers.metric} of {value} in the last 12 months",
+                "event",
+            )
+        floor = _floor(tiers, assignments, as_of)
+        if _above(tiers, floor, level):
+            move(floor, as_of, "assigned", "assignment")
+        return TierState(level, since, reason, value, start, end), changes
+    first = min([enrolled_at, *(r.period_at for r in rows), *(a.start for a in assignments)])
     periods = periods_between(tiers, first, as_of, tz=tz, enrolled_at=enrolled_at)
+    grace = timedelta(days=tiers.grace_days)
     value = 0
     for start, end in periods:
         in_period = sorted((r for r in rows if start <= r.period_at < end), key=lambda r: r.recorded_at)
+        marks = sorted(
+            [(r.recorded_at, 0, r) for r in in_period]
+            + [(a.start, 1, a) for a in assignments if start <= a.start < end and a.start <= as_of],
+            key=lambda m: (m[0], m[1]),
+        )
         running = 0
-        for row in in_period:
-            running += row.value
-            reached = tiers.reached(running)
-            if reached is not None and tiers.rank(reached.id) > tiers.rank(level.id if level else None):
-                level, since = reached, max(row.recorded_at, start)
-                reason = f"reached {tiers.metric} {running} (threshold {reached.threshold})"
+        for at, _, item in marks:
+            if isinstance(item, QualRow):
+                running += item.value
+                reached = tiers.reached(running)
+                if _above(tiers, reached, level):
+                    assert reached is not None
+                    move(
+                        reached,
+                        max(at, start),
+                        f"reached {tiers.metric} {running} (threshold {reached.threshold})",
+                        "event",
+                    )
+            else:
+                lv = tiers.level(item.tier_id)
+                if _above(tiers, lv, level):
+                    move(lv, item.start, item.reason, "assignment")
         value = running
-        if end <= as_of:
-            placed = requalify(tiers, level, value)
+        decided = end + grace
+        if end <= as_of and (decided <= as_of or not grace):
+            known = sum(r.value for r in in_period if r.recorded_at <= decided)
+            placed = requalify(tiers, level, known)
+            floor = _floor(tiers, assignments, decided)
+            if _above(tiers, floor, placed):
+                placed = floor
             if placed != level:
-                level, since = placed, end
-                reason = f"requalified at period end with {tiers.metric} {value}"
+                move(placed, decided, f"requalified at period end with {tiers.metric} {known}", "period_end")
     start, end = periods[-1]
-    return TierState(level, since, reason, value, start, end)
+    return TierState(level, since, reason, value, start, end), changes
 
 
 def next_level(tiers: Tiers, current: TierLevel | None, value: int) -> tuple[TierLevel, int] | None:

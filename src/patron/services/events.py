@@ -39,7 +39,7 @@ from patron.domain.ledger import (
     take_back,
 )
 from patron.domain.program import Period, Program, RuleType
-from patron.domain.tiers import QualRow, next_level
+from patron.domain.tiers import Assignment, QualRow, next_level
 from patron.domain.travel import great_circle_miles
 from patron.services.clock import utcnow
 from patron.services.event_schema import EventIn
@@ -47,7 +47,14 @@ from patron.services.ledger import points_view
 from patron.services.members import PUBLIC_FIELDS
 from patron.services.merchants import ensure_location
 from patron.services.programs import _errors, program_at
-from patron.services.tiers import METRIC_COLUMN, evaluate, qualification_rows, tier_state, tier_summary
+from patron.services.tiers import (
+    METRIC_COLUMN,
+    assignments,
+    evaluate,
+    qualification_rows,
+    tier_state,
+    tier_summary,
+)
 from patron.storage import events as repo
 from patron.storage import ledger as ledger_repo
 from patron.storage import members as members_repo
@@ -134,6 +141,9 @@ class _Ctx:
         self.program, self.version = program, version
         self.occurred_at, self.now, self.balances = occurred_at, now, balances
         self.rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
+        self.given = (
+            assignments(conn, merchant_id=merchant_id, member_id=member["id"]) if program.tiers else []
+        )
         self.after = balances  # balances once this event's journals are written
 
     def write(
@@ -219,6 +229,7 @@ def earning_context(
     program: Program,
     at: datetime,
     rows: list[QualRow] | None = None,
+    given: list[Assignment] | None = None,
 ) -> earning.Context:
     """What the rules need to know about the member at ``at``: the tier held then (before this
     event), prior awards of rules with frequency limits, and points earned in the cap period."""
@@ -227,7 +238,9 @@ def earning_context(
     tz = ZoneInfo(program.timezone)
     if rows is None:
         rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
-    state = evaluate(program, member, rows, at)
+    if given is None:
+        given = assignments(conn, merchant_id=merchant_id, member_id=member["id"]) if program.tiers else []
+    state = evaluate(program, member, rows, at, given)
     counts = {}
     for rule in program.rules:
         if rule.type == RuleType.ACTION and rule.limit_count is not None:
@@ -247,7 +260,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     res = earning.earn(
         program,
         domain_event(ev, ctx.occurred_at),
-        earning_context(ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at, ctx.rows),
+        earning_context(ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at, ctx.rows, ctx.given),
     )
     event_id = new_id("evt")
     lot_id = new_id("lot")
@@ -339,7 +352,7 @@ def _qualify(
 
 def _member_json(ctx: _Ctx, row: QualRow) -> dict[str, Any]:
     """The member after this event, built from what the event already loaded and wrote."""
-    state = evaluate(ctx.program, ctx.member, [*ctx.rows, row], max(ctx.now, ctx.occurred_at))
+    state = evaluate(ctx.program, ctx.member, [*ctx.rows, row], max(ctx.now, ctx.occurred_at), ctx.given)
     view = {k: ctx.member[k] for k in PUBLIC_FIELDS}
     view["referred_by"] = ctx.member["referred_by"]
     view["points"] = points_view(ctx.after)

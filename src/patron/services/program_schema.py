@@ -211,13 +211,19 @@ class TierLevelSpec(Strict):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     threshold: Annotated[int, Field(ge=0, le=10**15)]
     multiplier: Annotated[Decimal, Field(ge=1, le=100)] = Decimal(1)
-    permanent: bool = False
+    permanent: bool = Field(False, description="Once held, never lost.")
+    invite_only: bool = Field(False, description="Only given by assignment, never by threshold.")
+    perks: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
+    discount_percent: Annotated[int, Field(ge=0, le=100)] = 0
 
 
 class TiersSpec(Strict):
     metric: Literal["qualifying_spend", "status_points", "visits"] = "qualifying_spend"
     period: Literal["calendar_year", "rolling_12_months", "anniversary"] = "calendar_year"
     downgrade: Literal["none", "one_level", "recompute"] = "one_level"
+    grace_days: Annotated[int, Field(ge=0)] = Field(
+        0, description="Days after a period ends before a downgrade."
+    )
     levels: Annotated[list[TierLevelSpec], Field(min_length=1, max_length=50)]
 
     @model_validator(mode="after")
@@ -227,7 +233,11 @@ class TiersSpec(Strict):
             raise ValueError("tier level ids must be unique")
         thresholds = [lv.threshold for lv in self.levels]
         if len(set(thresholds)) != len(thresholds):
-            raise ValueError("tier thresholds must be distinct")
+            raise ValueError("tier thresholds must be distinct: two levels with one threshold overlap")
+        if thresholds != sorted(thresholds):
+            raise ValueError("tier levels must be listed from the lowest threshold to the highest")
+        if self.grace_days > 365:
+            raise ValueError("grace_days cannot be longer than a qualification period (365 days)")
         return self
 
 
@@ -422,9 +432,19 @@ class ProgramSpec(Strict):
                 period=self.tiers.period,
                 downgrade=self.tiers.downgrade,
                 levels=tuple(
-                    d.TierLevel(lv.id, lv.name, lv.threshold, Fraction(lv.multiplier), lv.permanent)
+                    d.TierLevel(
+                        lv.id,
+                        lv.name,
+                        lv.threshold,
+                        Fraction(lv.multiplier),
+                        lv.permanent,
+                        lv.invite_only,
+                        tuple(lv.perks),
+                        lv.discount_percent,
+                    )
                     for lv in self.tiers.levels
                 ),
+                grace_days=self.tiers.grace_days,
             )
         caps = self.caps
         return d.Program(

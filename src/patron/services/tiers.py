@@ -1,4 +1,8 @@
-"""Tier state of a member, derived from their qualification history."""
+"""Tier state of a member, derived from their qualification history and tier assignments.
+
+Nothing here reads the spendable balance: tiers come from qualifying spend, status points
+(earned, never the balance) or visits, folded period by period (see ``domain/tiers.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from patron.domain import tiers as rules
-from patron.domain.program import Program
+from patron.domain.errors import InvalidInput, NotFound
+from patron.domain.program import Program, TierLevel
+from patron.services.clock import utcnow
 from patron.storage import events as events_repo
+from patron.storage import tiers as repo
+from patron.storage.ids import new_id
 
 METRIC_COLUMN = {"qualifying_spend": "spend", "status_points": "status_points", "visits": "visits"}
 
@@ -30,8 +38,19 @@ def qualification_rows(
     ]
 
 
+def assignments(conn: Connection, *, merchant_id: str, member_id: str) -> list[rules.Assignment]:
+    return [
+        rules.Assignment(a["tier_id"], a["starts_at"], a["ends_at"], a["reason"])
+        for a in repo.assignments_of(conn, merchant_id, member_id)
+    ]
+
+
 def evaluate(
-    program: Program, member: dict[str, Any], rows: list[rules.QualRow], as_of: datetime
+    program: Program,
+    member: dict[str, Any],
+    rows: list[rules.QualRow],
+    as_of: datetime,
+    given: list[rules.Assignment] | None = None,
 ) -> rules.TierState | None:
     if program.tiers is None or not program.tiers.levels:
         return None
@@ -41,6 +60,7 @@ def evaluate(
         as_of=as_of,
         tz=ZoneInfo(program.timezone),
         enrolled_at=member["enrolled_at"],
+        assignments=given or (),
     )
 
 
@@ -50,13 +70,30 @@ def tier_state(
     if program.tiers is None or not program.tiers.levels:
         return None
     rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
-    return rules.evaluate(
+    given = assignments(conn, merchant_id=merchant_id, member_id=member["id"])
+    return evaluate(program, member, rows, as_of, given)
+
+
+def tier_history(
+    conn: Connection, *, merchant_id: str, member: dict[str, Any], program: Program, as_of: datetime
+) -> list[dict[str, Any]]:
+    """Every tier change with when, from, to, why and what caused it (an event, a period end or
+    an assignment), oldest first."""
+    if program.tiers is None or not program.tiers.levels:
+        return []
+    rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
+    given = assignments(conn, merchant_id=merchant_id, member_id=member["id"])
+    _, changes = rules.history(
         program.tiers,
         rows,
         as_of=as_of,
         tz=ZoneInfo(program.timezone),
         enrolled_at=member["enrolled_at"],
+        assignments=given,
     )
+    return [
+        {"at": c.at, "from": c.from_id, "to": c.to_id, "reason": c.reason, "cause": c.cause} for c in changes
+    ]
 
 
 def tier_summary(state: rules.TierState | None) -> dict[str, Any] | None:
@@ -65,26 +102,139 @@ def tier_summary(state: rules.TierState | None) -> dict[str, Any] | None:
     return {"id": state.level.id, "name": state.level.name, "since": state.since}
 
 
-def tier_detail(state: rules.TierState | None, program: Program) -> dict[str, Any]:
-    """The ``GET /members/{id}/tier`` body: where the member is, why, and what is next."""
-    if state is None or program.tiers is None:
-        return {"current": None, "qualifying": None, "next": None}
-    start, end = rules.as_utc_period((state.period_start, state.period_end))
-    nxt = rules.next_level(program.tiers, state.level, state.value)
+def benefits(level: TierLevel) -> dict[str, Any]:
     return {
-        "current": None
-        if state.level is None
-        else {
+        "multiplier": str(level.multiplier.numerator / level.multiplier.denominator)
+        if level.multiplier.denominator != 1
+        else str(level.multiplier.numerator),
+        "perks": list(level.perks),
+        "discount_percent": level.discount_percent,
+    }
+
+
+def tier_detail(state: rules.TierState | None, program: Program) -> dict[str, Any]:
+    """The ``GET /members/{id}/tier`` body: where the member is, why, the qualifying period's
+    value, what keeps the tier and what reaches the next."""
+    if state is None or program.tiers is None:
+        return {"current": None, "qualifying": None, "next": None, "keep": None}
+    tiers = program.tiers
+    start, end = rules.as_utc_period((state.period_start, state.period_end))
+    nxt = rules.next_level(tiers, state.level, state.value)
+    current: dict[str, Any] | None = None
+    keep: dict[str, Any] | None = None
+    if state.level is not None:
+        current = {
             "id": state.level.id,
             "name": state.level.name,
             "since": state.since,
             "reason": state.reason,
-        },
+            "benefits": benefits(state.level),
+        }
+        if state.level.permanent:
+            keep = {"remaining": 0, "by": None, "note": "this tier is permanent"}
+        elif tiers.period != "rolling_12_months" and tiers.downgrade != "none":
+            keep = {"remaining": max(state.level.threshold - state.value, 0), "by": end}
+    return {
+        "current": current,
         "qualifying": {
-            "metric": program.tiers.metric,
+            "metric": tiers.metric,
             "value": state.value,
             "period_start": start,
             "period_end": end,
         },
         "next": None if nxt is None else {"id": nxt[0].id, "name": nxt[0].name, "remaining": nxt[1]},
+        "keep": keep,
     }
+
+
+def assign(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member: dict[str, Any],
+    program: Program,
+    tier_id: str,
+    reason: str,
+    until: datetime | None,
+) -> dict[str, Any]:
+    """Give a member a tier by hand (manual or invite-only): a floor until ``until`` or for good."""
+    if program.tiers is None or program.tiers.level(tier_id) is None:
+        raise InvalidInput(f"the program has no tier {tier_id!r}", field="tier_id")
+    now = utcnow()
+    if until is not None and until <= now:
+        raise InvalidInput("until must be in the future", field="until")
+    row = {
+        "merchant_id": merchant_id,
+        "id": new_id("tas"),
+        "member_id": member["id"],
+        "tier_id": tier_id,
+        "reason": reason,
+        "starts_at": now,
+        "ends_at": until,
+        "created_at": now,
+    }
+    repo.insert_assignment(conn, row)
+    return row
+
+
+def unassign(conn: Connection, *, merchant_id: str, member_id: str) -> int:
+    """End the member's assignments now: from here the policy alone places them."""
+    ended = repo.end_assignments(conn, merchant_id, member_id, utcnow())
+    if not ended:
+        raise NotFound("the member has no tier assignment in force")
+    return ended
+
+
+def preview(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    program_id: str,
+    current: Program,
+    proposed: Program,
+    as_of: datetime,
+) -> dict[str, Any]:
+    """Who would move, and where, if ``proposed`` tier rules replaced ``current`` ones now.
+
+    Reads every member's qualification rows and assignments in two queries, then folds each
+    member under both rule sets; writes nothing.
+    """
+    from patron.storage import members as members_repo
+
+    people = members_repo.find_members(conn, merchant_id, program_id=program_id, limit=10_000_000)
+    ids = [m["id"] for m in people]
+    columns = {METRIC_COLUMN[p.tiers.metric] for p in (current, proposed) if p.tiers}
+    rows = {c: repo.program_qualification_rows(conn, merchant_id, program_id, ids, c) for c in columns}
+    given = {
+        member_id: [rules.Assignment(a["tier_id"], a["starts_at"], a["ends_at"], a["reason"]) for a in found]
+        for member_id, found in repo.assignments_of_program(conn, merchant_id, program_id).items()
+    }
+    moves: list[dict[str, Any]] = []
+    counts = {"up": 0, "down": 0, "same": 0}
+    for member in people:
+        levels: list[TierLevel | None] = []
+        for p in (current, proposed):
+            if p.tiers is None:
+                levels.append(None)
+                continue
+            mine = [rules.QualRow(*r) for r in rows[METRIC_COLUMN[p.tiers.metric]][member["id"]]]
+            state = evaluate(p, member, mine, as_of, given.get(member["id"], []))
+            levels.append(state.level if state else None)
+        before, after = levels
+        if (before.id if before else None) == (after.id if after else None):
+            counts["same"] += 1
+            continue
+        direction = (
+            "up" if (after.threshold if after else -1) > (before.threshold if before else -1) else "down"
+        )
+        counts[direction] += 1
+        moves.append(
+            {
+                "member_id": member["id"],
+                "external_id": member["external_id"],
+                "from": before.id if before else None,
+                "to": after.id if after else None,
+                "direction": direction,
+            }
+        )
+    return {"as_of": as_of, "members": len(people), "counts": counts, "moves": moves}

@@ -328,3 +328,49 @@ redemptions = Table(
     Index(None, "merchant_id", "status", "expires_at"),
     ForeignKeyConstraint(["merchant_id", "member_id"], ["members.merchant_id", "members.id"]),
 )
+
+tier_assignments = Table(
+    "tier_assignments",
+    metadata,
+    Column("merchant_id", ID, nullable=False),
+    Column("id", ID, nullable=False),
+    Column("member_id", ID, nullable=False),
+    Column("tier_id", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    _ts("starts_at"),
+    _ts("ends_at", nullable=True),
+    _ts("created_at"),
+    PrimaryKeyConstraint("merchant_id", "id"),
+    Index(None, "merchant_id", "member_id"),
+    ForeignKeyConstraint(["merchant_id", "member_id"], ["members.merchant_id", "members.id"]),
+)
+
+member_milestones = Table(
+    "member_milestones",
+    metadata,
+    Column("merchant_id", ID, nullable=False),
+    Column("member_id", ID, nullable=False),
+    Column("milestone_id", String(100), nullable=False),
+    _ts("reached_at"),
+    Column("points", BigInteger, nullable=False),
+    Column("journal_id", ID),
+    Column("details", JSON, nullable=False),
+    _ts("created_at"),
+    PrimaryKeyConstraint("merchant_id", "member_id", "milestone_id"),
+    ForeignKeyConstraint(["merchant_id", "member_id"], ["members.merchant_id", "members.id"]),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(50), nullable=False),
+    Column("merchant_id", ID),
+    _ts("as_of"),
+    _ts("started_at"),
+    _ts("finished_at", nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("error", Text),
+    Index(None, "name", "started_at"),
+)

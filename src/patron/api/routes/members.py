@@ -10,10 +10,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from patron.api.deps import CallDep
 from patron.domain.errors import InvalidInput
-from patron.services import ledger, members, tiers
-from patron.services.clock import utcnow
+from patron.services import ledger, members
 from patron.services.members import MemberCreate, MemberUpdate, member_view
-from patron.services.programs import program_at
 
 router = APIRouter(tags=["members"])
 
@@ -130,20 +128,6 @@ def adjust(member_id: str, body: AdjustmentCreate, call: CallDep) -> JSONRespons
         status=201,
         body=body.model_dump(),
     )
-
-
-@router.get("/members/{member_id}/tier")
-def member_tier(member_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
-    """The member's tier, why they hold it, the qualifying period's value and what is next."""
-
-    def work(conn, p):  # type: ignore[no-untyped-def]
-        row = members.get_member(conn, merchant_id=p.merchant_id, member_id=member_id)
-        at = as_of or utcnow()
-        program, _ = program_at(conn, merchant_id=p.merchant_id, program_id=row["program_id"], at=at)
-        state = tiers.tier_state(conn, merchant_id=p.merchant_id, member=row, program=program, as_of=at)
-        return tiers.tier_detail(state, program)
-
-    return call.run(work, scope="read")
 
 
 @router.get("/members/{member_id}/export")

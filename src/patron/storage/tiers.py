@@ -1,0 +1,113 @@
+"""Tier assignments (manual and invite-only floors) and milestones reached."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, select, update
+
+from patron.storage.tables import member_milestones, members, qualifications, tier_assignments
+
+
+def assignments_of(conn: Connection, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
+    stmt = (
+        select(tier_assignments)
+        .where(tier_assignments.c.merchant_id == merchant_id, tier_assignments.c.member_id == member_id)
+        .order_by(tier_assignments.c.starts_at, tier_assignments.c.id)
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def insert_assignment(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(tier_assignments), values)
+
+
+def end_assignments(conn: Connection, merchant_id: str, member_id: str, at: datetime) -> int:
+    result = conn.execute(
+        update(tier_assignments)
+        .where(
+            tier_assignments.c.merchant_id == merchant_id,
+            tier_assignments.c.member_id == member_id,
+            (tier_assignments.c.ends_at.is_(None)) | (tier_assignments.c.ends_at > at),
+        )
+        .values(ends_at=at)
+    )
+    return int(result.rowcount or 0)
+
+
+def milestones_of(conn: Connection, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
+    stmt = (
+        select(member_milestones)
+        .where(member_milestones.c.merchant_id == merchant_id, member_milestones.c.member_id == member_id)
+        .order_by(member_milestones.c.reached_at)
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def insert_milestone(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(member_milestones), values)
+
+
+def set_milestone_details(
+    conn: Connection, merchant_id: str, member_id: str, milestone_id: str, details: dict[str, Any]
+) -> bool:
+    result = conn.execute(
+        update(member_milestones)
+        .where(
+            member_milestones.c.merchant_id == merchant_id,
+            member_milestones.c.member_id == member_id,
+            member_milestones.c.milestone_id == milestone_id,
+        )
+        .values(details=details)
+    )
+    return bool(result.rowcount)
+
+
+def program_qualification_rows(
+    conn: Connection, merchant_id: str, program_id: str, member_ids: list[str], column: str
+) -> dict[str, list[tuple[datetime, datetime, int]]]:
+    """Qualification rows of a program's members in one query, grouped by member."""
+    out: dict[str, list[tuple[datetime, datetime, int]]] = {m: [] for m in member_ids}
+    stmt = (
+        select(
+            qualifications.c.member_id,
+            qualifications.c.period_at,
+            qualifications.c.recorded_at,
+            qualifications.c[column],
+        )
+        .join(
+            members,
+            and_(
+                members.c.merchant_id == qualifications.c.merchant_id,
+                members.c.id == qualifications.c.member_id,
+            ),
+        )
+        .where(qualifications.c.merchant_id == merchant_id, members.c.program_id == program_id)
+        .order_by(qualifications.c.member_id, qualifications.c.recorded_at)
+    )
+    for member_id, period_at, recorded_at, value in conn.execute(stmt):
+        if value and member_id in out:
+            out[member_id].append((period_at, recorded_at, int(value)))
+    return out
+
+
+def assignments_of_program(
+    conn: Connection, merchant_id: str, program_id: str
+) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    stmt = (
+        select(tier_assignments)
+        .join(
+            members,
+            and_(
+                members.c.merchant_id == tier_assignments.c.merchant_id,
+                members.c.id == tier_assignments.c.member_id,
+            ),
+        )
+        .where(tier_assignments.c.merchant_id == merchant_id, members.c.program_id == program_id)
+        .order_by(tier_assignments.c.starts_at)
+    )
+    for row in conn.execute(stmt).mappings():
+        out.setdefault(row["member_id"], []).append(dict(row))
+    return out
