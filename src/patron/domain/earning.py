@@ -114,9 +114,12 @@ def targeted(target: Targeting, event: Event, tier: TierLevel | None, tz: ZoneIn
     if target.weekdays and local.weekday() not in target.weekdays:
         return False
     t = local.time().replace(tzinfo=None)
-    if target.hours_from is not None and t < target.hours_from:
+    start, end = target.hours_from, target.hours_to
+    if start is not None and end is not None and start > end:  # a window across midnight
+        return t >= start or t < end
+    if start is not None and t < start:
         return False
-    return not (target.hours_to is not None and t >= target.hours_to)
+    return not (end is not None and t >= end)
 
 
 def apportion(total: int, parts: Sequence[tuple[str, Fraction]]) -> dict[str, int]:

@@ -15,7 +15,8 @@ figure can be recomputed from postings alone):
 * ``program:issued``       the counterpart of every earn and every reversal of an earn;
 * ``program:redeemed``     points spent on rewards;
 * ``program:expired``      points that expired (breakage);
-* ``program:adjustments``  manual corrections and written-off shortfalls.
+* ``program:adjustments``  manual corrections;
+* ``program:written_off``  shortfalls of refunds written off (the ``write_off`` return policy).
 
 Invariants
 ----------
@@ -47,6 +48,7 @@ class Account(StrEnum):
     REDEEMED = "program:redeemed"
     EXPIRED = "program:expired"
     ADJUSTMENTS = "program:adjustments"
+    WRITTEN_OFF = "program:written_off"
 
 
 MEMBER_ACCOUNTS = (Account.AVAILABLE, Account.PENDING, Account.RESERVED, Account.DEBT)

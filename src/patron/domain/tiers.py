@@ -193,27 +193,29 @@ def history(
             key=lambda m: (m[0], m[1]),
         )
         running = 0
+        reached_here: TierLevel | None = None  # the highest level crossed within this period
         for at, _, item in marks:
             if isinstance(item, QualRow):
                 running += item.value
                 reached = tiers.reached(running)
+                if _above(tiers, reached, reached_here):
+                    reached_here = reached
                 if _above(tiers, reached, level):
                     assert reached is not None
-                    move(
-                        reached,
-                        max(at, start),
-                        f"reached {tiers.metric} {running} (threshold {reached.threshold})",
-                        "event",
-                    )
+                    why = f"reached {tiers.metric} {running} (threshold {reached.threshold})"
+                    move(reached, max(at, start), why, "event")
             else:
                 lv = tiers.level(item.tier_id)
                 if _above(tiers, lv, level):
                     move(lv, item.start, item.reason, "assignment")
         value = running
         decided = end + grace
-        if end <= as_of and (decided <= as_of or not grace):
+        if end <= as_of and decided <= as_of:
             known = sum(r.value for r in in_period if r.recorded_at <= decided)
-            placed = requalify(tiers, level, known)
+            if reached_here is not None and not _above(tiers, level, reached_here):
+                placed = level  # reached in this period: held to the end of the next
+            else:
+                placed = requalify(tiers, level, known)
             floor = _floor(tiers, assignments, decided)
             if _above(tiers, floor, placed):
                 placed = floor

@@ -444,7 +444,7 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
             sources=sources,
             counter=Account.ISSUED,
             kind=JournalKind.CANCEL if ev.type == "cancel" else JournalKind.REFUND,
-            shortfall_to=Account.DEBT if ctx.program.return_policy == "debt" else Account.ADJUSTMENTS,
+            shortfall_to=Account.DEBT if ctx.program.return_policy == "debt" else Account.WRITTEN_OFF,
             reason=f"{ev.type} of {orig['external_id']}",
         )
         assert journal is not None
