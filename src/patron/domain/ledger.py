@@ -142,6 +142,8 @@ def balances_from_postings(
             values["redeemed"] += amount
         elif account == Account.DEBT:
             values["debt"] -= amount
+        elif account == Account.WRITTEN_OFF:
+            continue  # the program's loss, not a member figure
         else:
             values[str(account)] += amount
     return Balances(**values)
