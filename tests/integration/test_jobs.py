@@ -20,7 +20,7 @@ def shop(engine: Engine, **program: object) -> tuple[str, str]:
     with engine.begin() as conn:
         merchant, _ = merchants.create_merchant(conn, name="Jobs Co")
         prog = programs.create_program(
-            conn, merchant_id=merchant["id"], body=bean_rewards(tiers=None, **program)
+            conn, merchant_id=merchant["id"], body=bean_rewards(**{"tiers": None, **program})
         )
         member = members.enrol(
             conn, merchant_id=merchant["id"], data=MemberCreate(program_id=prog["id"], email="j@example.com")
@@ -128,3 +128,158 @@ def test_lapsed_reservations_give_their_points_back(engine: Engine) -> None:
     with engine.begin() as conn:
         assert redemptions.get(conn, merchant_id=merchant_id, redemption_id=red["id"])["status"] == "expired"
         assert ledger.verify(conn, merchant_id=merchant_id) == []
+
+
+def test_inactivity_expires_the_whole_balance_after_n_months_without_activity(engine: Engine) -> None:
+    merchant_id, member_id = shop(engine, expiry={"policy": "inactivity", "months": 6})
+    with engine.begin() as conn:
+        for n, at in enumerate(("2025-01-10T09:00:00Z", "2025-03-10T09:00:00Z")):
+            events.record_event(
+                conn, merchant_id=merchant_id, body=purchase(member_id, f"o-{n}", MUG, occurred_at=at)
+            )
+    assert (
+        run_job(engine, "expire-points", as_of=t("2025-09-01T00:00:00"), merchant_id=merchant_id).points == 0
+    )
+    result = run_job(engine, "expire-points", as_of=t("2025-10-01T00:00:00"), merchant_id=merchant_id)
+    assert (result.lots, result.points) == (2, 20)
+    assert balances(engine, merchant_id, member_id, t("2025-09-10T08:59:00")).available == 20
+    assert balances(engine, merchant_id, member_id, t("2025-09-10T09:00:00")).available == 0
+    assert (
+        run_job(engine, "expire-points", as_of=t("2025-10-01T00:00:00"), merchant_id=merchant_id).points == 0
+    )
+
+
+def test_end_of_year_and_per_tier_expiry(engine: Engine) -> None:
+    expiry = {"policy": "end_of_year", "years": 1, "by_tier": {"gold": {"policy": "never"}}}
+    tiers = {
+        "levels": [
+            {"id": "member", "name": "M", "threshold": 0},
+            {"id": "gold", "name": "G", "threshold": 5000},
+        ]
+    }
+    merchant_id, member_id = shop(engine, expiry=expiry, tiers=tiers)
+    with engine.begin() as conn:
+        program_id = members.get_member(conn, merchant_id=merchant_id, member_id=member_id)["program_id"]
+        gold = members.enrol(
+            conn, merchant_id=merchant_id, data=MemberCreate(program_id=program_id, email="g@example.com")
+        )
+        events.record_event(
+            conn,
+            merchant_id=merchant_id,
+            body=purchase(member_id, "o-1", MUG, occurred_at="2025-03-01T09:00:00Z"),
+        )
+        big = [{"id": "l1", "sku": "X", "category": "x", "quantity": 1, "unit_price": 6000}]
+        events.record_event(
+            conn,
+            merchant_id=merchant_id,
+            body=purchase(gold["id"], "g-1", big, occurred_at="2025-03-01T09:00:00Z"),
+        )
+        events.record_event(
+            conn,
+            merchant_id=merchant_id,
+            body=purchase(gold["id"], "g-2", MUG, occurred_at="2025-04-01T09:00:00Z"),
+        )
+        soon = ledger.expiring(conn, merchant_id=merchant_id, within_days=3650, member_id=member_id)
+    assert [(r["points"], r["expires_at"].isoformat()) for r in soon] == [(10, "2027-01-01T00:00:00+00:00")]
+    result = run_job(engine, "expire-points", as_of=t("2027-02-01T00:00:00"), merchant_id=merchant_id)
+    # the first lot of the gold member was earned before she was gold: it expires; the second never does
+    assert (result.lots, result.points) == (2, 70)
+    assert balances(engine, merchant_id, gold["id"]).available == 10
+
+
+def test_requalify_records_period_end_changes_once(engine: Engine) -> None:
+    tiers = {
+        "downgrade": "recompute",
+        "levels": [{"id": "m", "name": "M", "threshold": 0}, {"id": "g", "name": "G", "threshold": 5000}],
+    }
+    merchant_id, member_id = shop(engine, tiers=tiers)
+    big = [{"id": "l1", "sku": "X", "category": "x", "quantity": 1, "unit_price": 6000}]
+    with engine.begin() as conn:
+        events.record_event(
+            conn,
+            merchant_id=merchant_id,
+            body=purchase(member_id, "o-1", big, occurred_at="2024-03-01T09:00:00Z"),
+        )
+    first = run_job(engine, "requalify-tiers", as_of=t("2026-01-01T00:00:00"), merchant_id=merchant_id)
+    assert (first.members, first.lots) == (1, 1)
+    again = run_job(engine, "requalify-tiers", as_of=t("2026-01-01T00:00:00"), merchant_id=merchant_id)
+    assert again.lots == 0
+    from patron.storage.job_runs import recent
+
+    with engine.begin() as conn:
+        log = recent(conn, name="requalify-tiers")
+    assert log[0]["status"] == "succeeded" and log[0]["result"]["lots"] == 0
+    assert log[1]["result"]["lots"] == 1
+
+
+def test_milestones_are_granted_once_with_details(engine: Engine) -> None:
+    from patron.services import milestones as ms
+
+    stones = [
+        {
+            "id": "third",
+            "name": "Third purchase",
+            "type": "purchase_count",
+            "threshold": 3,
+            "points": 100,
+            "ask": ["tshirt_size"],
+        },
+        {"id": "big-spender", "name": "Spent $25", "type": "lifetime_spend", "threshold": 2500, "points": 50},
+        {"id": "one-year", "name": "One year with us", "type": "anniversary", "years": 1, "points": 200},
+    ]
+    merchant_id, member_id = shop(engine, milestones=stones)
+    with engine.begin() as conn:
+        outs = [
+            events.record_event(conn, merchant_id=merchant_id, body=purchase(member_id, f"o-{n}", MUG))[0]
+            for n in range(4)
+        ]
+    assert [[m["milestone_id"] for m in o["milestones"]] for o in outs] == [
+        [],
+        [],
+        ["third", "big-spender"],
+        [],
+    ]
+    assert balances(engine, merchant_id, member_id).available == 40 + 150
+    later = datetime.now(UTC).replace(microsecond=0) + __import__("datetime").timedelta(days=400)
+    assert run_job(engine, "milestones", as_of=later, merchant_id=merchant_id).points == 200
+    assert run_job(engine, "milestones", as_of=later, merchant_id=merchant_id).points == 0
+    with engine.begin() as conn:
+        from patron.services.programs import program_at
+
+        member = members.get_member(conn, merchant_id=merchant_id, member_id=member_id)
+        program, _ = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=later)
+        got = ms.set_details(
+            conn,
+            merchant_id=merchant_id,
+            member=member,
+            program=program,
+            milestone_id="third",
+            details={"tshirt_size": "M"},
+        )
+        assert got["details"] == {"tshirt_size": "M"}
+        with pytest.raises(InvalidInput):
+            ms.set_details(
+                conn,
+                merchant_id=merchant_id,
+                member=member,
+                program=program,
+                milestone_id="third",
+                details={"shoe": "9"},
+            )
+        assert ledger.verify(conn, merchant_id=merchant_id) == []
+
+
+def test_a_job_already_running_elsewhere_is_refused(engine: Engine) -> None:
+    from patron.domain.errors import Conflict
+    from patron.storage import job_runs
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer; the lock is PostgreSQL's advisory lock")
+    with engine.connect() as other:
+        assert job_runs.try_lock(other, "expire-points")
+        try:
+            with pytest.raises(Conflict, match="already running"):
+                run_job(engine, "expire-points", as_of=t("2026-01-01T00:00:00"))
+        finally:
+            job_runs.unlock(other, "expire-points")
+            other.commit()

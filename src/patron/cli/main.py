@@ -25,7 +25,12 @@ app.add_typer(jobs, name="jobs")
 @jobs.command("run")
 @handles_errors
 def run_job(
-    name: Annotated[str, typer.Argument(help="release-pending or expire-points.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="release-pending, expire-points, lapse-reservations, requalify-tiers or milestones."
+        ),
+    ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="RFC 3339 time; default now.")] = None,
     merchant: Annotated[str | None, typer.Option("--merchant", "-m", help="Only this merchant.")] = None,
 ) -> None:
@@ -81,6 +86,36 @@ def verify() -> None:
         err.print(f"[red]{len(problems)} problem(s)[/red]")
         raise typer.Exit(1)
     console.print("ok: every journal balances and every balance equals the sum of its postings")
+
+
+@app.command()
+@handles_errors
+def worker(
+    interval: Annotated[int, typer.Option(help="Seconds between rounds.")] = 60,
+    once: Annotated[bool, typer.Option(help="Run one round and exit.")] = False,
+) -> None:
+    """Run the scheduled jobs as of now, every --interval seconds, until stopped."""
+    import time
+
+    from patron.domain.errors import Conflict
+    from patron.services.clock import utcnow
+    from patron.services.jobs import JOBS
+    from patron.services.jobs import run_job as run
+
+    while True:
+        for name in JOBS:
+            at = utcnow()
+            try:
+                result = run(engine(), name, as_of=at)
+            except Conflict as exc:
+                err.print(f"{name}: {exc.detail}")
+                continue
+            console.print(
+                f"{at.isoformat(timespec='seconds')} {name}: {result.points} points, {result.lots} items"
+            )
+        if once:
+            return
+        time.sleep(interval)
 
 
 @db.command("migrate")

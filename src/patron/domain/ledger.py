@@ -56,6 +56,7 @@ MEMBER_ACCOUNTS = (Account.AVAILABLE, Account.PENDING, Account.RESERVED, Account
 
 class JournalKind(StrEnum):
     EARN = "earn"
+    MILESTONE = "milestone"
     REFUND = "refund"
     CANCEL = "cancel"
     ADJUSTMENT = "adjustment"

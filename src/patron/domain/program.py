@@ -11,6 +11,8 @@ from datetime import datetime, time
 from enum import StrEnum
 from fractions import Fraction
 
+from patron.domain.expiry import ExpiryPolicy
+from patron.domain.milestones import Milestone
 from patron.domain.rewards import RewardRule
 
 
@@ -157,13 +159,18 @@ class Program:
     timezone: str = "UTC"
     rules: tuple[Rule, ...] = ()
     tiers: Tiers | None = None
-    expiry_months: int | None = None
+    expiry: ExpiryPolicy | None = None
     pending_days: int = 0
     return_policy: str = "debt"  # debt | write_off
     earning_base: EarningBase = field(default_factory=EarningBase)
     caps: Caps = field(default_factory=Caps)
     rewards: tuple[RewardRule, ...] = ()
     reservation_ttl_minutes: int = 1440
+    milestones: tuple[Milestone, ...] = ()
+
+    @property
+    def expiry_months(self) -> int | None:
+        return self.expiry.months if self.expiry and self.expiry.policy == "months" else None
 
     def reward(self, reward_id: str) -> RewardRule | None:
         return next((r for r in self.rewards if r.id == reward_id), None)

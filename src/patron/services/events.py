@@ -41,6 +41,7 @@ from patron.domain.ledger import (
 from patron.domain.program import Period, Program, RuleType
 from patron.domain.tiers import Assignment, QualRow, next_level
 from patron.domain.travel import great_circle_miles
+from patron.services import milestones
 from patron.services.clock import utcnow
 from patron.services.event_schema import EventIn
 from patron.services.ledger import points_view
@@ -145,6 +146,7 @@ class _Ctx:
             assignments(conn, merchant_id=merchant_id, member_id=member["id"]) if program.tiers else []
         )
         self.after = balances  # balances once this event's journals are written
+        self.tier_id: str | None = None  # the tier held when the event occurred
 
     def write(
         self, journal: Any, *, event_id: str, at: datetime, lot: ledger_repo.NewLot | None = None
@@ -257,11 +259,11 @@ def earning_context(
 
 def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     program = ctx.program
-    res = earning.earn(
-        program,
-        domain_event(ev, ctx.occurred_at),
-        earning_context(ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at, ctx.rows, ctx.given),
+    context = earning_context(
+        ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at, ctx.rows, ctx.given
     )
+    ctx.tier_id = context.tier.id if context.tier else None
+    res = earning.earn(program, domain_event(ev, ctx.occurred_at), context)
     event_id = new_id("evt")
     lot_id = new_id("lot")
     pending = program.pending_days > 0
@@ -276,7 +278,11 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     if journal is not None:
         lot_points = sum(p.amount for p in journal.postings if p.lot_id)
         available_from, expires_at = lot_times(
-            ctx.occurred_at, pending_days=program.pending_days, expiry_months=program.expiry_months
+            ctx.occurred_at,
+            pending_days=program.pending_days,
+            policy=program.expiry,
+            tz=ZoneInfo(program.timezone),
+            tier_id=ctx.tier_id,
         )
         lot = (
             ledger_repo.NewLot(lot_id, lot_points, ctx.occurred_at, available_from, expires_at)
@@ -295,11 +301,35 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         status_points=res.points,
         visits=1 if ev.type in ("purchase", "visit") else 0,
     )
+    reached = []
+    for milestone, at in milestones.due_after_event(
+        ctx.conn,
+        merchant_id=ctx.merchant_id,
+        member=ctx.member,
+        program=program,
+        at=ctx.occurred_at,
+        this_purchase=ev.type == "purchase",
+    ):
+        journal = milestones.grant(
+            ctx.conn,
+            merchant_id=ctx.merchant_id,
+            member=ctx.member,
+            program=program,
+            version=ctx.version,
+            milestone=milestone,
+            at=at,
+            debt=ctx.after.debt,
+            event_id=event_id,
+        )
+        if journal is not None:
+            ctx.after = ctx.after.apply(journal.postings)
+        reached.append({"milestone_id": milestone.id, "name": milestone.name, "points": milestone.points})
     result = {
         "id": ev.id,
         "type": ev.type,
         "occurred_at": ctx.occurred_at.isoformat(),
         "points": res.points,
+        "milestones": reached,
         "qualifying_amount": res.qualifying_amount,
         "lines": [{"id": ln.line_id, "points": ln.points, "amount": ln.amount} for ln in res.lines],
         "rules": [{"rule_id": r, "points": p} for r, p in res.rules],

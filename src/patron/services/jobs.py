@@ -11,9 +11,11 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from patron.domain.errors import InvalidInput
+from patron.domain.errors import Conflict, InvalidInput
 from patron.services.clock import utcnow
+from patron.storage import job_runs as runs
 from patron.storage import jobs as repo
+from patron.storage.ids import new_id
 
 BATCH = 500
 
@@ -43,11 +45,78 @@ MOVES = {
     ),
     "expire-points": _Move("available", "expires_at", "expiry", "exp", "points expired", "program:expired"),
 }
-NOT_YET = ("requalify-tiers", "dividends", "notifications")
-OTHER = ("lapse-reservations",)
+
+
+JOBS = ("release-pending", "expire-points", "lapse-reservations", "requalify-tiers", "milestones")
+NOT_YET_AVAILABLE = ("dividends", "notifications")
 
 
 def run_job(
+    engine: Engine,
+    name: str,
+    *,
+    as_of: datetime,
+    merchant_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> JobResult:
+    """Run job ``name`` as if at ``as_of`` and record the run in the log (``job_runs``).
+
+    A database lock keeps two processes from running the same job at once: the second is
+    refused (:class:`~patron.domain.errors.Conflict`) rather than doing the work twice.
+    """
+    if name not in JOBS:
+        later = (
+            f" ({', '.join(NOT_YET_AVAILABLE)} are not available yet)" if name in NOT_YET_AVAILABLE else ""
+        )
+        raise InvalidInput(f"unknown job {name!r}; jobs: {', '.join(JOBS)}{later}")
+    if as_of.tzinfo is None:
+        raise InvalidInput("as_of needs a timezone offset")
+    run_id = new_id("run")
+    with engine.connect() as lock_conn:
+        if not runs.try_lock(lock_conn, name):
+            raise Conflict(f"job {name} is already running in another process")
+        try:
+            with engine.begin() as conn:
+                runs.start(conn, id=run_id, name=name, merchant_id=merchant_id, as_of=as_of, at=utcnow())
+            try:
+                result = _dispatch(
+                    engine, name, as_of=as_of, merchant_id=merchant_id, progress=progress, run_id=run_id
+                )
+            except Exception as exc:
+                with engine.begin() as conn:
+                    runs.finish(
+                        conn, id=run_id, at=utcnow(), status="failed", result={}, error=str(exc)[:2000]
+                    )
+                raise
+            with engine.begin() as conn:
+                summary = {"members": result.members, "lots": result.lots, "points": result.points}
+                runs.finish(conn, id=run_id, at=utcnow(), status="succeeded", result=summary, error=None)
+            return result
+        finally:
+            runs.unlock(lock_conn, name)
+            lock_conn.commit()
+
+
+def _dispatch(
+    engine: Engine,
+    name: str,
+    *,
+    as_of: datetime,
+    merchant_id: str | None,
+    progress: Callable[[int], None] | None,
+    run_id: str,
+) -> JobResult:
+    if name == "requalify-tiers":
+        return _requalify(engine, as_of=as_of, merchant_id=merchant_id, progress=progress, run_id=run_id)
+    if name == "milestones":
+        from patron.services.milestones import run_anniversaries
+
+        found = run_anniversaries(engine, as_of=as_of, merchant_id=merchant_id)
+        return JobResult(name, as_of, found[0], 0, found[1])
+    return _run_moves(engine, name, as_of=as_of, merchant_id=merchant_id, progress=progress)
+
+
+def _run_moves(
     engine: Engine,
     name: str,
     *,
@@ -59,13 +128,7 @@ def run_job(
     one transaction per batch."""
     if name == "lapse-reservations":
         return _lapse(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
-    move = MOVES.get(name)
-    if move is None:
-        known = ", ".join(sorted([*MOVES, *OTHER]))
-        later = f" ({', '.join(NOT_YET)} are not available yet)" if name in NOT_YET else ""
-        raise InvalidInput(f"unknown job {name!r}; jobs: {known}{later}")
-    if as_of.tzinfo is None:
-        raise InvalidInput("as_of needs a timezone offset")
+    move = MOVES[name]
     members = lots = points = 0
     after: str | None = None
     while True:
@@ -101,7 +164,52 @@ def run_job(
         points += sum(int(d["remaining"]) for d in due)
         if progress:
             progress(len(batch))
+    if name == "expire-points":
+        extra = _expire_inactive(engine, as_of=as_of, merchant_id=merchant_id)
+        members, lots, points = members + extra[0], lots + extra[1], points + extra[2]
     return JobResult(name, as_of, members, lots, points)
+
+
+def _expire_inactive(engine: Engine, *, as_of: datetime, merchant_id: str | None) -> tuple[int, int, int]:
+    """The ``inactivity`` policy: the whole balance expires N months after the last activity."""
+    from patron.domain.expiry import add_months
+    from patron.services.programs import program_at
+
+    members = lots = points = 0
+    with engine.begin() as conn:
+        targets = repo.all_programs(conn, merchant_id)
+    for m, program_id in targets:
+        with engine.begin() as conn:
+            program, _ = program_at(conn, merchant_id=m, program_id=program_id, at=as_of)
+            policy = program.expiry
+            if policy is None or policy.policy != "inactivity" or not policy.months:
+                continue
+            found = repo.inactive_members(
+                conn, merchant_id=m, program_id=program_id, cutoff=add_months(as_of, -policy.months)
+            )
+            if not found:
+                continue
+            pairs = [(m, member_id) for member_id, _ in found]
+            repo.lock_members(conn, pairs)
+            due = repo.due_lots(conn, account="available", due_column="earned_at", as_of=as_of, members=pairs)
+            when = {member_id: add_months(last, policy.months) for member_id, last in found}
+            for d in due:
+                d["at"] = max(when[d["member_id"]], d["at"])
+            move = MOVES["expire-points"]
+            repo.move_lots(
+                conn,
+                due,
+                kind=move.kind,
+                prefix=move.prefix,
+                reason=f"no activity for {policy.months} months",
+                source=move.account,
+                target=move.target,
+                now=utcnow(),
+            )
+            members += len({d["member_id"] for d in due})
+            lots += len(due)
+            points += sum(int(d["remaining"]) for d in due)
+    return members, lots, points
 
 
 def _lapse(
@@ -118,3 +226,86 @@ def _lapse(
             progress(done)
         if done < BATCH:
             return JobResult("lapse-reservations", as_of, total, total, 0)
+
+
+def _requalify(
+    engine: Engine,
+    *,
+    as_of: datetime,
+    merchant_id: str | None,
+    progress: Callable[[int], None] | None,
+    run_id: str,
+) -> JobResult:
+    """Record every tier change that a period's end (plus grace) brought by ``as_of``.
+
+    Tiers are derived from qualification history, so reads are right without this job; the job
+    writes the changes down (once: a change already recorded is skipped) for the history, the
+    notifications and the run log.
+    """
+    from zoneinfo import ZoneInfo
+
+    from patron.domain.tiers import QualRow, history
+    from patron.services.programs import program_at
+    from patron.services.tiers import METRIC_COLUMN
+    from patron.storage import tiers as tiers_repo
+
+    members = changes = 0
+    with engine.begin() as conn:
+        targets = repo.all_programs(conn, merchant_id)
+    for m, program_id in targets:
+        after: str | None = None
+        while True:
+            with engine.begin() as conn:
+                program, _ = program_at(conn, merchant_id=m, program_id=program_id, at=as_of)
+                if program.tiers is None or not program.tiers.levels:
+                    break
+                batch = tiers_repo.program_members(conn, m, program_id, after=after, limit=BATCH)
+                if not batch:
+                    break
+                ids = [b["id"] for b in batch]
+                column = METRIC_COLUMN[program.tiers.metric]
+                rows = tiers_repo.program_qualification_rows(conn, m, program_id, ids, column)
+                given = tiers_repo.assignments_of_program(conn, m, program_id)
+                known = tiers_repo.recorded_changes(conn, m, ids)
+                new_rows = []
+                for member in batch:
+                    from patron.domain.tiers import Assignment
+
+                    _, moves = history(
+                        program.tiers,
+                        [QualRow(*r) for r in rows[member["id"]]],
+                        as_of=as_of,
+                        tz=ZoneInfo(program.timezone),
+                        enrolled_at=member["enrolled_at"],
+                        assignments=[
+                            Assignment(a["tier_id"], a["starts_at"], a["ends_at"], a["reason"])
+                            for a in given.get(member["id"], [])
+                        ],
+                    )
+                    for c in moves:
+                        if (
+                            c.cause != "period_end"
+                            or c.to_id is None
+                            or (member["id"], c.at, c.to_id) in known
+                        ):
+                            continue
+                        new_rows.append(
+                            {
+                                "merchant_id": m,
+                                "member_id": member["id"],
+                                "at": c.at,
+                                "to_tier": c.to_id,
+                                "from_tier": c.from_id,
+                                "reason": c.reason,
+                                "cause": c.cause,
+                                "job_run_id": run_id,
+                                "recorded_at": utcnow(),
+                            }
+                        )
+                tiers_repo.insert_changes(conn, new_rows)
+                members += len({r["member_id"] for r in new_rows})
+                changes += len(new_rows)
+            after = ids[-1]
+            if progress:
+                progress(len(batch))
+    return JobResult("requalify-tiers", as_of, members, changes, 0)

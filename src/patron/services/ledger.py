@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
@@ -134,7 +135,9 @@ def adjust(
         assert journal is not None
         journal = type(journal)(JournalKind.ADJUSTMENT, journal.postings, reason)
         if any(p.lot_id for p in journal.postings):
-            available_from, expires_at = lot_times(at, pending_days=0, expiry_months=program.expiry_months)
+            available_from, expires_at = lot_times(
+                at, pending_days=0, policy=program.expiry, tz=ZoneInfo(program.timezone)
+            )
             lot = repo.NewLot(lot_id, points - min(points, current.debt), at, available_from, expires_at)
     else:
         lots = spending_order(repo.lot_balances(conn, merchant_id, member_id, Account.AVAILABLE))
@@ -170,3 +173,34 @@ def adjust(
 
 def verify(conn: Connection, *, merchant_id: str | None = None) -> list[str]:
     return repo.verify(conn, merchant_id)
+
+
+def expiring(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    within_days: int,
+    member_id: str | None = None,
+    program_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Points that expire within ``within_days``: per lot for one member, or per member for the
+    whole program (for reminders: "120 points expire on 1 March")."""
+    from datetime import timedelta
+
+    if not 1 <= within_days <= 3650:
+        raise InvalidInput("within_days must be between 1 and 3650", field="within_days")
+    now = utcnow()
+    rows = repo.expiring_lots(
+        conn, merchant_id, after=now, until=now + timedelta(days=within_days), member_id=member_id
+    )
+    if member_id is not None:
+        return [
+            {"lot_id": r["lot_id"], "points": int(r["points"]), "expires_at": r["expires_at"]} for r in rows
+        ]
+    per: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        entry = per.setdefault(
+            r["member_id"], {"member_id": r["member_id"], "points": 0, "first_expires_at": r["expires_at"]}
+        )
+        entry["points"] += int(r["points"])
+    return list(per.values())

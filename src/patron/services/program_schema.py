@@ -21,6 +21,8 @@ from pydantic import (
 )
 
 from patron.domain import program as d
+from patron.domain.expiry import ExpiryPolicy
+from patron.domain.milestones import Milestone
 from patron.domain.rewards import RewardKind, RewardRule
 
 Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
@@ -241,8 +243,38 @@ class TiersSpec(Strict):
         return self
 
 
-class ExpirySpec(Strict):
-    months: Annotated[int, Field(ge=1, le=1200)]
+class ExpiryRule(Strict):
+    policy: Literal["months", "end_of_year", "inactivity", "never"] = Field(
+        "months",
+        description="months: N months after earning; end_of_year: end of the calendar year `years` "
+        "after earning; inactivity: the whole balance N months after the last activity; never.",
+    )
+    months: Annotated[int, Field(ge=1, le=1200)] | None = None
+    years: Annotated[int, Field(ge=0, le=100)] = 0
+
+    @model_validator(mode="after")
+    def _needs(self) -> ExpiryRule:
+        if self.policy in ("months", "inactivity") and self.months is None:
+            raise ValueError(f"expiry policy {self.policy} needs months")
+        return self
+
+    def rule(self) -> ExpiryPolicy:
+        return ExpiryPolicy(self.policy, self.months or 0, self.years)
+
+
+class ExpirySpec(ExpiryRule):
+    by_tier: dict[str, ExpiryRule] = Field(
+        default_factory=dict, description="A different policy for points earned while in these tiers."
+    )
+
+    def to_domain(self) -> ExpiryPolicy:
+        base = self.rule()
+        return ExpiryPolicy(
+            base.policy,
+            base.months,
+            base.years,
+            tuple((t, r.rule()) for t, r in sorted(self.by_tier.items())),
+        )
 
 
 class EarningBaseSpec(Strict):
@@ -375,6 +407,35 @@ class RewardSpec(Strict):
         )
 
 
+class MilestoneSpec(Strict):
+    """A lifetime achievement that grants ``points`` once."""
+
+    id: Slug
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    type: Literal["purchase_count", "lifetime_spend", "anniversary"]
+    threshold: Annotated[int, Field(ge=1, le=10**15)] | None = Field(
+        None, description="Purchases (purchase_count) or minor units of spend (lifetime_spend)."
+    )
+    years: Annotated[int, Field(ge=1, le=100)] | None = Field(None, description="For anniversary.")
+    points: Points = 0
+    ask: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]] = Field(
+        default_factory=list, description="Details to ask the member for, e.g. tshirt_size."
+    )
+
+    @model_validator(mode="after")
+    def _needs(self) -> MilestoneSpec:
+        if self.type == "anniversary" and self.years is None:
+            raise ValueError("an anniversary milestone needs years")
+        if self.type != "anniversary" and self.threshold is None:
+            raise ValueError(f"a {self.type} milestone needs a threshold")
+        return self
+
+    def to_domain(self) -> Milestone:
+        return Milestone(
+            self.id, self.name, self.type, self.threshold or 0, self.years or 0, self.points, tuple(self.ask)
+        )
+
+
 class ReferralSpec(Strict):
     referrer_points: Points = 0
     referee_points: Points = 0
@@ -403,6 +464,7 @@ class ProgramSpec(Strict):
         1440, description="How long a reserved reward holds its points before they go back."
     )
     referrals: ReferralSpec | None = None
+    milestones: Annotated[list[MilestoneSpec], Field(max_length=200)] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
@@ -414,10 +476,20 @@ class ProgramSpec(Strict):
         return v
 
     @model_validator(mode="after")
+    def _expiry_tiers(self) -> ProgramSpec:
+        if self.expiry and self.expiry.by_tier:
+            known = {lv.id for lv in self.tiers.levels} if self.tiers else set()
+            unknown = sorted(set(self.expiry.by_tier) - known)
+            if unknown:
+                raise ValueError(f"expiry.by_tier names unknown tier(s): {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
     def _unique_ids(self) -> ProgramSpec:
         for label, ids in (
             ("earning rule", [r.id for r in self.earning_rules]),
             ("reward", [r.id for r in self.rewards]),
+            ("milestone", [m.id for m in self.milestones]),
         ):
             dup = {i for i in ids if ids.count(i) > 1}
             if dup:
@@ -453,7 +525,7 @@ class ProgramSpec(Strict):
             timezone=self.timezone,
             rules=tuple(r.to_domain() for r in self.earning_rules),
             tiers=tiers,
-            expiry_months=self.expiry.months if self.expiry else None,
+            expiry=self.expiry.to_domain() if self.expiry else None,
             pending_days=self.pending_days,
             return_policy=self.return_policy,
             earning_base=d.EarningBase(**self.earning_base.model_dump()),
@@ -465,6 +537,7 @@ class ProgramSpec(Strict):
             ),
             rewards=tuple(r.to_domain() for r in self.rewards),
             reservation_ttl_minutes=self.reservation_ttl_minutes,
+            milestones=tuple(m.to_domain() for m in self.milestones),
         )
 
 

@@ -155,3 +155,50 @@ def move_lots(
         .values({src: member_balances.c[src] - bindparam("x"), dst: member_balances.c[dst] + bindparam("x")}),
         [{"m": m, "mem": mem, "x": x} for (m, mem), x in totals.items()],
     )
+
+
+def inactive_members(
+    conn: Connection, *, merchant_id: str, program_id: str, cutoff: datetime
+) -> list[tuple[str, datetime]]:
+    """Members of a program with available points whose last activity is at or before ``cutoff``."""
+    from patron.storage.tables import events, members
+
+    last = (
+        select(events.c.member_id, func.max(events.c.occurred_at).label("last"))
+        .where(
+            events.c.merchant_id == merchant_id,
+            events.c.program_id == program_id,
+            events.c.refers_to.is_(None),
+        )
+        .group_by(events.c.member_id)
+        .subquery()
+    )
+    stmt = (
+        select(members.c.id, func.coalesce(last.c.last, members.c.enrolled_at))
+        .select_from(members)
+        .join(
+            member_balances,
+            and_(
+                member_balances.c.merchant_id == members.c.merchant_id,
+                member_balances.c.member_id == members.c.id,
+            ),
+        )
+        .outerjoin(last, last.c.member_id == members.c.id)
+        .where(
+            members.c.merchant_id == merchant_id,
+            members.c.program_id == program_id,
+            member_balances.c.available > 0,
+            func.coalesce(last.c.last, members.c.enrolled_at) <= cutoff,
+        )
+        .order_by(members.c.id)
+    )
+    return [(str(m), at) for m, at in conn.execute(stmt)]
+
+
+def all_programs(conn: Connection, merchant_id: str | None) -> list[tuple[str, str]]:
+    from patron.storage.tables import programs
+
+    stmt = select(programs.c.merchant_id, programs.c.id).order_by(programs.c.merchant_id, programs.c.id)
+    if merchant_id is not None:
+        stmt = stmt.where(programs.c.merchant_id == merchant_id)
+    return [(str(m), str(p)) for m, p in conn.execute(stmt)]

@@ -336,3 +336,38 @@ def postings_of_member(conn: Connection, merchant_id: str, member_id: str) -> li
         .order_by(postings.c.occurred_at, postings.c.id)
     )
     return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def expiring_lots(
+    conn: Connection,
+    merchant_id: str,
+    *,
+    until: datetime,
+    after: datetime,
+    member_id: str | None = None,
+    program_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Lots with available points that expire in ``(after, until]``, soonest first."""
+    remaining = func.sum(postings.c.amount).label("points")
+    stmt = (
+        select(lots.c.member_id, lots.c.id.label("lot_id"), lots.c.expires_at, remaining)
+        .join(postings, and_(postings.c.merchant_id == lots.c.merchant_id, postings.c.lot_id == lots.c.id))
+        .where(
+            lots.c.merchant_id == merchant_id,
+            postings.c.account == "available",
+            lots.c.expires_at > after,
+            lots.c.expires_at <= until,
+        )
+        .group_by(lots.c.member_id, lots.c.id, lots.c.expires_at)
+        .having(func.sum(postings.c.amount) > 0)
+        .order_by(lots.c.expires_at, lots.c.id)
+    )
+    if member_id is not None:
+        stmt = stmt.where(lots.c.member_id == member_id)
+    if program_id is not None:
+        from patron.storage.tables import members
+
+        stmt = stmt.join(
+            members, and_(members.c.merchant_id == lots.c.merchant_id, members.c.id == lots.c.member_id)
+        ).where(members.c.program_id == program_id)
+    return [dict(r) for r in conn.execute(stmt).mappings()]

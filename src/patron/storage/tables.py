@@ -374,3 +374,18 @@ job_runs = Table(
     Column("error", Text),
     Index(None, "name", "started_at"),
 )
+
+tier_changes = Table(
+    "tier_changes",
+    metadata,
+    Column("merchant_id", ID, nullable=False),
+    Column("member_id", ID, nullable=False),
+    _ts("at"),
+    Column("to_tier", String(100), nullable=False),
+    Column("from_tier", String(100)),
+    Column("reason", Text, nullable=False),
+    Column("cause", String(20), nullable=False),
+    Column("job_run_id", ID),
+    _ts("recorded_at"),
+    PrimaryKeyConstraint("merchant_id", "member_id", "at", "to_tier"),
+)

@@ -86,6 +86,8 @@ def program_qualification_rows(
         .where(qualifications.c.merchant_id == merchant_id, members.c.program_id == program_id)
         .order_by(qualifications.c.member_id, qualifications.c.recorded_at)
     )
+    if len(member_ids) <= 1000:
+        stmt = stmt.where(qualifications.c.member_id.in_(member_ids))  # a batch; else the whole program
     for member_id, period_at, recorded_at, value in conn.execute(stmt):
         if value and member_id in out:
             out[member_id].append((period_at, recorded_at, int(value)))
@@ -111,3 +113,73 @@ def assignments_of_program(
     for row in conn.execute(stmt).mappings():
         out.setdefault(row["member_id"], []).append(dict(row))
     return out
+
+
+def recorded_changes(
+    conn: Connection, merchant_id: str, member_ids: list[str]
+) -> set[tuple[str, datetime, str]]:
+    from patron.storage.tables import tier_changes
+
+    if not member_ids:
+        return set()
+    stmt = select(tier_changes.c.member_id, tier_changes.c.at, tier_changes.c.to_tier).where(
+        tier_changes.c.merchant_id == merchant_id, tier_changes.c.member_id.in_(member_ids)
+    )
+    return {(str(m), at, str(t)) for m, at, t in conn.execute(stmt)}
+
+
+def insert_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    from patron.storage.tables import tier_changes
+
+    if rows:
+        conn.execute(insert(tier_changes), rows)
+
+
+def program_members(
+    conn: Connection, merchant_id: str, program_id: str, *, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    stmt = select(members).where(members.c.merchant_id == merchant_id, members.c.program_id == program_id)
+    if after is not None:
+        stmt = stmt.where(members.c.id > after)
+    stmt = stmt.order_by(members.c.id).limit(limit)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def progress(conn: Connection, merchant_id: str, member_id: str) -> tuple[int, int]:
+    """(purchases ever made, lifetime qualifying spend net of returns) of a member."""
+    from sqlalchemy import func
+
+    from patron.storage.tables import events
+
+    purchases = conn.execute(
+        select(func.count()).where(
+            events.c.merchant_id == merchant_id, events.c.member_id == member_id, events.c.type == "purchase"
+        )
+    ).scalar()
+    spend = conn.execute(
+        select(func.coalesce(func.sum(qualifications.c.spend), 0)).where(
+            qualifications.c.merchant_id == merchant_id, qualifications.c.member_id == member_id
+        )
+    ).scalar()
+    return int(purchases or 0), int(spend or 0)
+
+
+def anniversary_candidates(
+    conn: Connection, merchant_id: str, program_id: str, enrolled_before: datetime, milestone_id: str
+) -> list[dict[str, Any]]:
+    """Members enrolled before ``enrolled_before`` without the milestone yet."""
+    granted = select(member_milestones.c.member_id).where(
+        member_milestones.c.merchant_id == merchant_id, member_milestones.c.milestone_id == milestone_id
+    )
+    stmt = (
+        select(members)
+        .where(
+            members.c.merchant_id == merchant_id,
+            members.c.program_id == program_id,
+            members.c.enrolled_at <= enrolled_before,
+            members.c.status == "active",
+            members.c.id.not_in(granted),
+        )
+        .order_by(members.c.id)
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
