@@ -130,17 +130,11 @@ def _run_moves(
         return _lapse(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
     move = MOVES[name]
     members = lots = points = 0
-    after: str | None = None
+    after: tuple[str, str] | None = None
     while True:
         with engine.begin() as conn:
-            batch = repo.candidate_members(
-                conn,
-                account=move.account,
-                due_column=move.due_column,
-                as_of=as_of,
-                limit=BATCH,
-                after=after,
-                merchant_id=merchant_id,
+            batch = repo.members_holding(
+                conn, account=move.account, limit=BATCH, after=after, merchant_id=merchant_id
             )
             if not batch:
                 break
@@ -158,7 +152,7 @@ def _run_moves(
                 target=move.target,
                 now=utcnow(),
             )
-        after = batch[-1][1]
+        after = batch[-1]
         members += len({d["member_id"] for d in due})
         lots += len(due)
         points += sum(int(d["remaining"]) for d in due)

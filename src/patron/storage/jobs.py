@@ -10,48 +10,47 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, tuple_, update
 
 from patron.storage.tables import journals, lots, member_balances, postings
 
 
-def candidate_members(
+def members_holding(
     conn: Connection,
     *,
     account: str,
-    due_column: str,
-    as_of: datetime,
     limit: int,
-    after: str | None,
+    after: tuple[str, str] | None,
     merchant_id: str | None = None,
 ) -> list[tuple[str, str]]:
-    """(merchant_id, member_id) pairs with a lot due by ``as_of`` that still holds points in ``account``."""
-    due = (
-        select(lots.c.merchant_id, lots.c.member_id)
-        .join(postings, and_(postings.c.merchant_id == lots.c.merchant_id, postings.c.lot_id == lots.c.id))
-        .where(lots.c[due_column] <= as_of, postings.c.account == account)
-        .group_by(lots.c.merchant_id, lots.c.member_id, lots.c.id)
-        .having(func.sum(postings.c.amount) > 0)
-    )
-    if after is not None:
-        due = due.where(lots.c.member_id > after)
+    """The next ``limit`` (merchant_id, member_id) with points in ``account``, in key order.
+
+    Walks the balance cache by its primary key, so a run over a million members reads each once.
+    """
+    column = member_balances.c[account]
+    stmt = select(member_balances.c.merchant_id, member_balances.c.member_id).where(column > 0)
     if merchant_id is not None:
-        due = due.where(lots.c.merchant_id == merchant_id)
-    sub = due.subquery()
-    stmt = select(sub.c.merchant_id, sub.c.member_id).distinct().order_by(sub.c.member_id).limit(limit)
+        stmt = stmt.where(member_balances.c.merchant_id == merchant_id)
+    if after is not None:
+        stmt = stmt.where(tuple_(member_balances.c.merchant_id, member_balances.c.member_id) > tuple_(*after))
+    stmt = stmt.order_by(member_balances.c.merchant_id, member_balances.c.member_id).limit(limit)
     return [(str(m), str(mem)) for m, mem in conn.execute(stmt)]
 
 
 def lock_members(conn: Connection, pairs: list[tuple[str, str]]) -> None:
-    """Lock the members' balance rows in key order (PostgreSQL), as a debit does."""
+    """Lock the members' balance rows in key order (PostgreSQL), as a debit does, in one query."""
     if conn.dialect.name != "postgresql" or not pairs:
         return
+    by_merchant: dict[str, list[str]] = {}
     for merchant_id, member_id in sorted(pairs):
+        by_merchant.setdefault(merchant_id, []).append(member_id)
+    for merchant_id, ids in by_merchant.items():
         conn.execute(
             select(member_balances.c.member_id)
-            .where(member_balances.c.merchant_id == merchant_id, member_balances.c.member_id == member_id)
+            .where(member_balances.c.merchant_id == merchant_id, member_balances.c.member_id.in_(ids))
+            .order_by(member_balances.c.member_id)
             .with_for_update()
-        )
+        ).all()
 
 
 def due_lots(
@@ -73,9 +72,17 @@ def due_lots(
             origin.c.event_id,
             remaining,
         )
-        .join(postings, and_(postings.c.merchant_id == lots.c.merchant_id, postings.c.lot_id == lots.c.id))
+        .join(
+            postings,
+            and_(
+                postings.c.merchant_id == lots.c.merchant_id,
+                postings.c.member_id == lots.c.member_id,
+                postings.c.lot_id == lots.c.id,
+            ),
+        )
         .join(origin, and_(origin.c.merchant_id == lots.c.merchant_id, origin.c.id == lots.c.journal_id))
         .where(lots.c[due_column] <= as_of, postings.c.account == account)
+        .where(lots.c.merchant_id.in_(sorted({m for m, _ in members})))
         .where(lots.c.member_id.in_([m for _, m in members]))
         .group_by(
             lots.c.merchant_id,
@@ -106,8 +113,9 @@ def move_lots(
     """One journal per lot moving its remaining points from ``source`` to ``target``, in bulk."""
     if not due:
         return
-    conn.execute(
-        insert(journals),
+    _insert_many(
+        conn,
+        journals,
         [
             {
                 "merchant_id": d["merchant_id"],
@@ -139,7 +147,7 @@ def move_lots(
                     "occurred_at": d["at"],
                 }
             )
-    conn.execute(insert(postings), rows)
+    _insert_many(conn, postings, rows)
     totals: dict[tuple[str, str], int] = {}
     for d in due:
         key = (d["merchant_id"], d["member_id"])
@@ -202,3 +210,18 @@ def all_programs(conn: Connection, merchant_id: str | None) -> list[tuple[str, s
     if merchant_id is not None:
         stmt = stmt.where(programs.c.merchant_id == merchant_id)
     return [(str(m), str(p)) for m, p in conn.execute(stmt)]
+
+
+def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert: COPY on PostgreSQL (one stream, in the same transaction), executemany on SQLite."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    columns = list(rows[0])
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])

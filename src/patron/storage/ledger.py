@@ -151,7 +151,11 @@ def lot_balances(
         )
         .join(
             postings,
-            and_(postings.c.merchant_id == lots.c.merchant_id, postings.c.lot_id == lots.c.id),
+            and_(
+                postings.c.merchant_id == lots.c.merchant_id,
+                postings.c.member_id == lots.c.member_id,
+                postings.c.lot_id == lots.c.id,
+            ),
         )
         .where(
             lots.c.merchant_id == merchant_id,
@@ -351,7 +355,14 @@ def expiring_lots(
     remaining = func.sum(postings.c.amount).label("points")
     stmt = (
         select(lots.c.member_id, lots.c.id.label("lot_id"), lots.c.expires_at, remaining)
-        .join(postings, and_(postings.c.merchant_id == lots.c.merchant_id, postings.c.lot_id == lots.c.id))
+        .join(
+            postings,
+            and_(
+                postings.c.merchant_id == lots.c.merchant_id,
+                postings.c.member_id == lots.c.member_id,
+                postings.c.lot_id == lots.c.id,
+            ),
+        )
         .where(
             lots.c.merchant_id == merchant_id,
             postings.c.account == "available",
