@@ -43,7 +43,7 @@ EVENTS: list[tuple[str, Any, int]] = [
     (
         "refund of unknown order",
         lambda m: {"id": "r", "type": "refund", "member_id": m, "refers_to": "nope", "amount": 5},
-        422,
+        404,
     ),
     (
         "refund items and amount",

@@ -271,3 +271,19 @@ def test_pending_points_are_released_when_the_period_has_passed(api: Api) -> Non
     assert (during["pending"], during["available"]) == (33, 0)
     assert api.points(mid, as_of="2026-03-16T00:00:00Z")["available"] == 33
     assert api.points(mid)["pending"] == 0
+
+
+def test_an_event_that_repays_debt_and_reaches_a_milestone_leaves_no_negative_debt(api: Api) -> None:
+    stones = [
+        {"id": "first", "name": "First purchase", "type": "purchase_count", "threshold": 2, "points": 50}
+    ]
+    mid = api.member(api.program(bean_rewards(milestones=stones)), email="ms@example.com")
+    api.event(purchase(mid, "o-1", LATTES_AND_MUG))  # 33
+    api.post(f"/v1/members/{mid}/adjustments", {"points": -33, "reason": "spent"})
+    api.event({"id": "c-1", "type": "cancel", "member_id": mid, "refers_to": "o-1"})
+    assert api.points(mid)["debt"] == 33
+    out = api.event(purchase(mid, "o-2", LATTES_AND_MUG, occurred_at="2026-03-02T10:00:00Z"))
+    assert [m["milestone_id"] for m in out["milestones"]] == ["first"]
+    assert out["member"]["points"]["debt"] == 0 and out["member"]["points"]["available"] == 50
+    assert api.points(mid) == out["member"]["points"]
+    assert api.get("/v1/verify").json() == {"ok": True, "problems": []}

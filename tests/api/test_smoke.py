@@ -15,3 +15,4 @@ def test_contract_example_purchase_earns_33_points(api: Api) -> None:
         {"id": "l2", "points": 15, "amount": 1500},
     ]
     assert api.points(member)["available"] == 33
+    assert out["member"]["points"]["available"] == 33  # the member as the event left them

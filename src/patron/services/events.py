@@ -149,8 +149,9 @@ class _Ctx:
         self.tier_id: str | None = None  # the tier held when the event occurred
 
     def write(
-        self, journal: Any, *, event_id: str, at: datetime, lot: ledger_repo.NewLot | None = None
+        self, journal: Journal, *, event_id: str, at: datetime, lot: ledger_repo.NewLot | None = None
     ) -> str:
+        self.after = self.after.apply(journal.postings)
         return ledger_repo.write_journal(
             self.conn,
             journal,
@@ -430,7 +431,7 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     assert ev.refers_to is not None
     orig = repo.get_event(ctx.conn, ctx.merchant_id, ev.refers_to)
     if orig is None or orig["member_id"] != ctx.member["id"]:
-        raise InvalidInput(f"refers_to {ev.refers_to!r} is not an event of this member", field="refers_to")
+        raise NotFound(f"refers_to: event {ev.refers_to!r} of this member not found", field="refers_to")
     if orig["refers_to"] is not None:
         raise InvalidInput("a refund or cancel cannot itself be refunded or cancelled", field="refers_to")
     if ev.type == "refund" and orig["type"] != "purchase":
