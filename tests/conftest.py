@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine
 
 from patron.api.app import create_app
@@ -20,6 +21,10 @@ from patron.services.merchants import create_merchant
 from patron.storage.db import make_engine, migrate
 
 PG_URL = os.environ.get("PATRON_TEST_POSTGRES_URL")
+
+# Timing is not behaviour: a loaded CI machine must not fail a property for being slow.
+settings.register_profile("patron", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("patron")
 
 BEAN_REWARDS: dict[str, Any] = {
     "name": "Bean Rewards",
