@@ -9,6 +9,7 @@ import typer
 
 from patron.cli import events, members, merchants, programs
 from patron.cli.common import console, engine, err, handles_errors, unit
+from patron.cli.consume import consume
 
 app = typer.Typer(help="Patron: an open-source customer loyalty engine.", no_args_is_help=True)
 app.add_typer(merchants.app, name="merchants")
@@ -16,6 +17,7 @@ app.add_typer(merchants.keys, name="keys")
 app.add_typer(programs.app, name="programs")
 app.add_typer(members.app, name="members")
 app.add_typer(events.app, name="events")
+app.command("consume")(consume)
 db = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
 jobs = typer.Typer(help="Scheduled jobs (idempotent; run as if at --as-of).", no_args_is_help=True)
