@@ -57,6 +57,8 @@ MEMBER_ACCOUNTS = (Account.AVAILABLE, Account.PENDING, Account.RESERVED, Account
 class JournalKind(StrEnum):
     EARN = "earn"
     MILESTONE = "milestone"
+    REFERRAL = "referral"
+    REFERRAL_REVOKED = "referral_revoked"
     REFUND = "refund"
     CANCEL = "cancel"
     ADJUSTMENT = "adjustment"

@@ -167,6 +167,9 @@ class Program:
     rewards: tuple[RewardRule, ...] = ()
     reservation_ttl_minutes: int = 1440
     milestones: tuple[Milestone, ...] = ()
+    referrer_points: int = 0
+    referee_points: int = 0
+    referral_min_spend: int = 0
 
     @property
     def expiry_months(self) -> int | None:

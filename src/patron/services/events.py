@@ -41,7 +41,7 @@ from patron.domain.ledger import (
 from patron.domain.program import Period, Program, RuleType
 from patron.domain.tiers import Assignment, QualRow, next_level
 from patron.domain.travel import great_circle_miles
-from patron.services import milestones
+from patron.services import milestones, referrals
 from patron.services.clock import utcnow
 from patron.services.event_schema import EventIn
 from patron.services.ledger import points_view
@@ -325,12 +325,28 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         if journal is not None:
             ctx.after = ctx.after.apply(journal.postings)
         reached.append({"milestone_id": milestone.id, "name": milestone.name, "points": milestone.points})
+    referral = None
+    if ev.type == "purchase":
+        journal, referral = referrals.on_purchase(
+            ctx.conn,
+            merchant_id=ctx.merchant_id,
+            referee=ctx.member,
+            program=program,
+            version=ctx.version,
+            event_id=event_id,
+            at=ctx.occurred_at,
+            amount=res.qualifying_amount,
+            referee_debt=ctx.after.debt,
+        )
+        if journal is not None:
+            ctx.after = ctx.after.apply(journal.postings)
     result = {
         "id": ev.id,
         "type": ev.type,
         "occurred_at": ctx.occurred_at.isoformat(),
         "points": res.points,
         "milestones": reached,
+        "referral": referral,
         "qualifying_amount": res.qualifying_amount,
         "lines": [{"id": ln.line_id, "points": ln.points, "amount": ln.amount} for ln in res.lines],
         "rules": [{"rule_id": r, "points": p} for r, p in res.rules],
@@ -483,6 +499,20 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     all_back = sum(p.quantity for p in prior.values()) + sum(d.quantity for d in deltas) >= sum(
         ln.quantity for ln in earned
     ) and sum(p.points for p in prior.values()) + points >= sum(ln.points for ln in earned)
+    referral = None
+    if all_back and orig["type"] == "purchase":
+        journal, referral = referrals.on_full_refund(
+            ctx.conn,
+            merchant_id=ctx.merchant_id,
+            referee=ctx.member,
+            program=ctx.program,
+            version=ctx.version,
+            purchase_event_id=orig["id"],
+            event_id=event_id,
+            at=ctx.occurred_at,
+        )
+        if journal is not None:
+            ctx.after = ctx.after.apply(journal.postings)
     qual = _qualify(
         ctx,
         event_id,
@@ -498,6 +528,7 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         "occurred_at": ctx.occurred_at.isoformat(),
         "points": -points,
         "qualifying_amount": -sum(d.amount for d in deltas),
+        "referral": referral,
         "lines": [
             {"id": d.line_id, "points": -d.points, "quantity": d.quantity, "amount": -d.amount}
             for d in deltas

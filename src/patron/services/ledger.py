@@ -16,12 +16,14 @@ from patron.domain.expiry import lot_times
 from patron.domain.ledger import (
     Account,
     Balances,
+    Journal,
     JournalKind,
     credit,
     display_points,
     spending_order,
     take_back,
 )
+from patron.domain.program import Program
 from patron.services.clock import utcnow
 from patron.services.programs import program_at
 from patron.storage import events as events_repo
@@ -204,3 +206,90 @@ def expiring(
         )
         entry["points"] += int(r["points"])
     return list(per.values())
+
+
+def credit_member(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member: dict[str, Any],
+    program: Program,
+    version: int,
+    points: int,
+    debt: int,
+    kind: JournalKind,
+    reason: str,
+    at: datetime,
+    event_id: str | None = None,
+) -> Journal | None:
+    """Credit a bonus (milestone, referral) to a member: debt first, the rest into a new lot with
+    the program's expiry. The caller holds the member's lock and passes their current debt."""
+    lot_id = new_id("lot")
+    journal = credit(
+        points,
+        debt=debt,
+        into=Account.AVAILABLE,
+        lot_id=lot_id,
+        counter=Account.ISSUED,
+        kind=kind,
+        reason=reason,
+    )
+    if journal is None:
+        return None
+    lot_points = sum(p.amount for p in journal.postings if p.lot_id)
+    _, expires_at = lot_times(at, pending_days=0, policy=program.expiry, tz=ZoneInfo(program.timezone))
+    repo.write_journal(
+        conn,
+        journal,
+        merchant_id=merchant_id,
+        member_id=member["id"],
+        program_id=member["program_id"],
+        program_version=version,
+        occurred_at=at,
+        created_at=utcnow(),
+        event_id=event_id,
+        lot=repo.NewLot(lot_id, lot_points, at, at, expires_at) if lot_points else None,
+    )
+    return journal
+
+
+def take_back_bonus(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member: dict[str, Any],
+    program: Program,
+    version: int,
+    points: int,
+    kind: JournalKind,
+    reason: str,
+    at: datetime,
+    event_id: str | None = None,
+) -> Journal | None:
+    """Take back a bonus from a member (locked by the caller): soonest-expiring lots first, any
+    shortfall to debt or written off by the program's return policy."""
+    member_id = member["id"]
+    avail = spending_order(repo.lot_balances(conn, merchant_id, member_id, Account.AVAILABLE))
+    pend = spending_order(repo.lot_balances(conn, merchant_id, member_id, Account.PENDING))
+    journal = take_back(
+        points,
+        sources=[(Account.AVAILABLE, lot) for lot in avail] + [(Account.PENDING, lot) for lot in pend],
+        counter=Account.ISSUED,
+        kind=kind,
+        shortfall_to=Account.DEBT if program.return_policy == "debt" else Account.WRITTEN_OFF,
+        reason=reason,
+    )
+    if journal is None:
+        return None
+    repo.write_journal(
+        conn,
+        journal,
+        merchant_id=merchant_id,
+        member_id=member_id,
+        program_id=member["program_id"],
+        program_version=version,
+        occurred_at=at,
+        created_at=utcnow(),
+        event_id=event_id,
+    )
+    return journal

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 
 from patron.domain import milestones as rules
 from patron.domain.errors import InvalidInput, NotFound
-from patron.domain.expiry import lot_times
-from patron.domain.ledger import Account, Journal, JournalKind, credit
+from patron.domain.ledger import Journal, JournalKind
 from patron.domain.program import Program
 from patron.services.clock import utcnow
+from patron.services.ledger import credit_member
 from patron.storage import ledger as ledger_repo
 from patron.storage import tiers as repo
-from patron.storage.ids import new_id
 
 
 def grant(
@@ -38,33 +36,20 @@ def grant(
 ) -> Journal | None:
     """Record the milestone and credit its bonus (repaying debt first). Returns the journal."""
     now = utcnow()
-    lot_id = new_id("lot")
-    journal = credit(
-        milestone.points,
+    journal = credit_member(
+        conn,
+        merchant_id=merchant_id,
+        member=member,
+        program=program,
+        version=version,
+        points=milestone.points,
         debt=debt,
-        into=Account.AVAILABLE,
-        lot_id=lot_id,
-        counter=Account.ISSUED,
         kind=JournalKind.MILESTONE,
         reason=f"milestone: {milestone.name}",
+        at=at,
+        event_id=event_id,
     )
     journal_id = None
-    if journal is not None:
-        lot_points = sum(p.amount for p in journal.postings if p.lot_id)
-        _, expires_at = lot_times(at, pending_days=0, policy=program.expiry, tz=ZoneInfo(program.timezone))
-        lot = ledger_repo.NewLot(lot_id, lot_points, at, at, expires_at) if lot_points else None
-        journal_id = ledger_repo.write_journal(
-            conn,
-            journal,
-            merchant_id=merchant_id,
-            member_id=member["id"],
-            program_id=member["program_id"],
-            program_version=version,
-            occurred_at=at,
-            created_at=now,
-            event_id=event_id,
-            lot=lot,
-        )
     repo.insert_milestone(
         conn,
         {
@@ -73,7 +58,7 @@ def grant(
             "milestone_id": milestone.id,
             "reached_at": at,
             "points": milestone.points,
-            "journal_id": journal_id,
+            "journal_id": journal_id,  # the bonus journal is found by its event and kind
             "details": {},
             "created_at": now,
         },

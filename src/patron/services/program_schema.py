@@ -437,8 +437,11 @@ class MilestoneSpec(Strict):
 
 
 class ReferralSpec(Strict):
+    """Double-sided referral rewards, credited on the referee's first qualifying purchase."""
+
     referrer_points: Points = 0
     referee_points: Points = 0
+    min_spend: Money = Field(0, description="The first purchase must be at least this (minor units).")
 
 
 class ProgramSpec(Strict):
@@ -538,6 +541,9 @@ class ProgramSpec(Strict):
             rewards=tuple(r.to_domain() for r in self.rewards),
             reservation_ttl_minutes=self.reservation_ttl_minutes,
             milestones=tuple(m.to_domain() for m in self.milestones),
+            referrer_points=self.referrals.referrer_points if self.referrals else 0,
+            referee_points=self.referrals.referee_points if self.referrals else 0,
+            referral_min_spend=self.referrals.min_spend if self.referrals else 0,
         )
 
 

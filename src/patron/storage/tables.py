@@ -389,3 +389,19 @@ tier_changes = Table(
     _ts("recorded_at"),
     PrimaryKeyConstraint("merchant_id", "member_id", "at", "to_tier"),
 )
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("merchant_id", ID, nullable=False),
+    Column("referee_id", ID, nullable=False),
+    Column("referrer_id", ID, nullable=False),
+    Column("status", String(20), nullable=False),  # completed | revoked
+    Column("event_id", ID, nullable=False),
+    Column("referrer_points", BigInteger, nullable=False),
+    Column("referee_points", BigInteger, nullable=False),
+    _ts("completed_at"),
+    _ts("revoked_at", nullable=True),
+    PrimaryKeyConstraint("merchant_id", "referee_id"),
+    Index(None, "merchant_id", "referrer_id"),
+)

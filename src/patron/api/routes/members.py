@@ -148,3 +148,16 @@ def erase_member(member_id: str, call: CallDep) -> JSONResponse:
         return member_view(conn, merchant_id=p.merchant_id, member=row)
 
     return call.run(work, scope="admin")
+
+
+@router.get("/members/{member_id}/referrals")
+def member_referrals(member_id: str, call: CallDep) -> JSONResponse:
+    """Who referred the member, and the referrals they made (completed or revoked)."""
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        from patron.services import referrals
+
+        members.get_member(conn, merchant_id=p.merchant_id, member_id=member_id)
+        return referrals.of_member(conn, merchant_id=p.merchant_id, member_id=member_id)
+
+    return call.run(work, scope="read")
