@@ -8,8 +8,18 @@ from sqlalchemy import Engine, inspect
 
 #: Tables that are not sharded merchant data: the tenants themselves; small reference tables looked
 #: up before the merchant is known (API keys by hash, integrations by the id in their webhook URL,
-#: web sessions by token); the job run log; Alembic's own.
-GLOBAL = {"merchants", "api_keys", "integrations", "web_sessions", "job_runs", "alembic_version"}
+#: console users by email at sign-in, web sessions and login links by token); the job run log;
+#: Alembic's own.
+GLOBAL = {
+    "merchants",
+    "api_keys",
+    "integrations",
+    "users",
+    "web_sessions",
+    "login_links",
+    "job_runs",
+    "alembic_version",
+}
 
 
 def test_merchant_id_leads_every_key_of_merchant_data(engine: Engine) -> None:
