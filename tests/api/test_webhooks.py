@@ -253,6 +253,12 @@ def test_a_partial_refund_reverses_exactly_the_refunded_lines_points(hooks: Test
     r = shop.shopify("orders/cancelled", cancelled)
     assert r.status_code == 200 and r.json()["status"] == "processed"
     assert shop.api.points(member["id"])["available"] == 0  # the cancel takes what is left of line 11
+    late = shop.shopify("refunds/create", refund(7003, 5001, [(11, 1)]))
+    assert late.status_code == 200 and late.json()["status"] == "ignored"  # nothing left to take back
+    bogus = shop.shopify("refunds/create", refund(7004, 5001, [(99, 1)]))
+    assert bogus.status_code == 422 and "not in the purchase" in bogus.json()["detail"]
+    after = shop.api.points(member["id"])
+    assert (after["available"], after["debt"]) == (0, 0)
 
 
 def test_the_same_order_delivered_concurrently_enrols_and_credits_once(hooks: TestClient, api: Api) -> None:

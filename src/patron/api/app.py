@@ -11,7 +11,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from patron import __version__
 from patron.api import errors
-from patron.api.routes import events, members, merchants, milestones, programs, redemptions, tiers
+from patron.api.routes import (
+    events,
+    integrations,
+    members,
+    merchants,
+    milestones,
+    programs,
+    redemptions,
+    tiers,
+)
 from patron.config import Settings, get_settings
 from patron.storage.db import make_engine, migrate
 
@@ -82,7 +91,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.settings = settings
     errors.install(app)
-    for module in (programs, members, tiers, milestones, events, redemptions, merchants):
+    for module in (programs, members, tiers, milestones, events, redemptions, integrations, merchants):
         app.include_router(module.router, prefix="/v1")
 
     @app.get("/healthz", tags=["ops"])

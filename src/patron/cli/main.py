@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from patron.cli import events, members, merchants, programs
+from patron.cli import events, imports, members, merchants, programs
 from patron.cli.common import console, engine, err, handles_errors, unit
 from patron.cli.consume import consume
 
@@ -18,6 +18,7 @@ app.add_typer(programs.app, name="programs")
 app.add_typer(members.app, name="members")
 app.add_typer(events.app, name="events")
 app.command("consume")(consume)
+app.add_typer(imports.app, name="import")
 db = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
 jobs = typer.Typer(help="Scheduled jobs (idempotent; run as if at --as-of).", no_args_is_help=True)

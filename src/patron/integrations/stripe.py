@@ -1,0 +1,108 @@
+"""Stripe webhooks: ``checkout.session.completed`` and ``checkout.session.async_payment_succeeded``.
+
+``Stripe-Signature: t=<unix time>,v1=<hex>`` where ``v1`` is HMAC-SHA256 of ``"<t>.<raw body>"``
+with the endpoint's signing secret (``whsec_...``); a signature more than five minutes from now
+is refused, so a captured request cannot be replayed later. The event's ``id`` is the same on
+every retry and ``type`` names the topic.
+
+A session whose ``payment_status`` is ``paid`` earns on ``amount_total`` net of tax and shipping
+(``total_details``), as the purchase ``stripe:checkout:<session id>``, at the event's time. The
+customer is ``customer_details.email`` (or ``customer_email``), else the Stripe customer id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from patron.integrations.common import (
+    Action,
+    Customer,
+    body_id,
+    currency_of,
+    guarded,
+    header,
+    instant,
+    integer,
+    load,
+    maybe_obj,
+    obj,
+    peek,
+    text,
+    text_id,
+    unknown_topic,
+)
+from patron.services.integrations import Earn, Ignore
+
+NAME = "stripe"
+TOLERANCE = timedelta(minutes=5)
+TOPICS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+
+
+def verify(
+    secret: str, body: bytes, headers: Mapping[str, str], *, urls: Sequence[str] = (), now: datetime
+) -> bool:
+    timestamp, signatures = None, []
+    for part in (header(headers, "Stripe-Signature") or "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            signatures.append(value)
+    if timestamp is None or not signatures:
+        return False
+    if abs(now.timestamp() - timestamp) > TOLERANCE.total_seconds():
+        return False
+    expected = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(expected, s) for s in signatures)
+
+
+def is_ping(body: bytes, headers: Mapping[str, str]) -> bool:
+    return False
+
+
+def delivery(body: bytes, headers: Mapping[str, str]) -> tuple[str, str]:
+    event_id, topic = peek(body, "id", "type")
+    delivery_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 200 else body_id(body)
+    return delivery_id, topic if isinstance(topic, str) else ""
+
+
+@guarded
+def translate(topic: str, body: bytes) -> list[Action]:
+    if topic not in TOPICS:
+        return unknown_topic(NAME, topic)
+    event = load(body)
+    return _session(obj(obj(event["data"], "data")["object"], "data.object"), instant(event["created"]))
+
+
+def _session(session: dict[str, Any], at: datetime) -> list[Action]:
+    session_id = text_id(session["id"])
+    if session.get("payment_status") != "paid":
+        return [Ignore(f"checkout session {session_id} is {session.get('payment_status')}, not paid")]
+    total = integer(session["amount_total"], "amount_total")
+    details = maybe_obj(session.get("total_details"))
+    tax = integer(details.get("amount_tax") or 0, "amount_tax")
+    shipping = integer(details.get("amount_shipping") or 0, "amount_shipping")
+    event: dict[str, Any] = {
+        "id": f"stripe:checkout:{session_id}",
+        "type": "purchase",
+        "occurred_at": at.isoformat(),
+        "currency": currency_of(session["currency"]),
+        "items": [{"id": "checkout", "quantity": 1, "unit_price": max(total - tax - shipping, 0)}],
+    }
+    if tax:
+        event["items"][0]["tax"] = tax
+    if shipping:
+        event["shipping"] = shipping
+    contact = maybe_obj(session.get("customer_details"))
+    email = text(contact.get("email"), 320) or text(session.get("customer_email"), 320)
+    customer_id = text(session.get("customer"), 200) if isinstance(session.get("customer"), str) else None
+    customer = (
+        Customer(email=email, external_id=customer_id, name=text(contact.get("name"), 200))
+        if email or customer_id
+        else None
+    )
+    return [Earn(event, customer)]

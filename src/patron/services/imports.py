@@ -1,0 +1,308 @@
+"""CSV import of members and historical transactions: streaming, batched, idempotent.
+
+Rows arrive as an iterable of mappings (a :class:`csv.DictReader`), so a file of any size is read
+in constant memory. Rows are applied in batches, one transaction per batch, each row inside its
+own savepoint: a row that breaks a rule is rolled back alone and reported to ``on_rejected`` with
+the reason, and the rest of the batch goes on. Importing the same file again changes nothing,
+so an interrupted import is resumed by running it again.
+
+Members (``external_id,email,phone,name,birthday``): at least one of external_id, email or phone.
+A row whose identifiers all lead to one existing member is skipped as already imported; one whose
+identifiers lead to different members, or clash with what the member has, is rejected.
+
+Transactions (``external_id,occurred_at,amount,currency`` and optionally ``event_id,category,
+sku``): each row is a purchase of one line. ``amount`` is a decimal in currency units (``29.33``);
+``occurred_at`` is an RFC 3339 time or a date (midnight in the program's timezone); an unknown
+``external_id`` enrols a member. Without ``event_id`` the event id is a hash of the normalised
+row, so two identical rows are one purchase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from itertools import islice
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from patron.domain.errors import DuplicateMember, InvalidInput, PatronError
+from patron.domain.identity import normalise_email
+from patron.services import members
+from patron.services.clock import utcnow
+from patron.services.events import record_event
+from patron.services.members import MemberCreate
+from patron.services.money import to_minor
+from patron.services.programs import _errors, program_at
+from patron.storage.integrations import savepoint
+
+MEMBER_COLUMNS = ("external_id", "email", "phone", "name", "birthday")
+TRANSACTION_COLUMNS = ("external_id", "occurred_at", "amount", "currency")
+TRANSACTION_OPTIONAL = ("event_id", "category", "sku")
+IDENTIFIERS = ("external_id", "email", "phone")
+COLUMNS = {"members": MEMBER_COLUMNS, "transactions": TRANSACTION_COLUMNS + TRANSACTION_OPTIONAL}
+BATCH = 500
+
+Row = Mapping[str | None, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row that was not imported: its number in the file (the header is row 1) and why."""
+
+    line: int
+    row: Row
+    reason: str
+
+
+@dataclass(slots=True)
+class Summary:
+    read: int = 0
+    imported: int = 0
+    skipped: int = 0  # already imported
+    rejected: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def check_header(kind: str, fieldnames: Sequence[str] | None) -> list[str]:
+    """The header's column names, normalised (trimmed, lower case); missing columns are an error.
+
+    A members file needs at least one identifier column; a transactions file needs all four of
+    its required columns. Columns the format does not name are ignored (so a corrected
+    ``.errors.csv``, which adds ``line`` and ``reason``, can be imported as it is)."""
+    if kind not in COLUMNS:
+        raise InvalidInput(f"unknown import kind {kind!r}")
+    if not fieldnames:
+        raise InvalidInput("the file is empty: it needs a header row")
+    names = [(name or "").strip().lower() for name in fieldnames]
+    if kind == "members":
+        missing = [] if set(IDENTIFIERS) & set(names) else ["external_id, email or phone"]
+    else:
+        missing = [c for c in TRANSACTION_COLUMNS if c not in names]
+    if missing:
+        raise InvalidInput(
+            f"the header lacks {', '.join(missing)}; a {kind} file has the columns {','.join(COLUMNS[kind])}"
+        )
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class _Program:
+    merchant_id: str
+    id: str
+    currency: str
+    tz: ZoneInfo
+
+
+def _program(engine: Engine, merchant_id: str, program_id: str) -> _Program:
+    with engine.begin() as conn:
+        program, _ = program_at(conn, merchant_id=merchant_id, program_id=program_id, at=utcnow())
+    return _Program(merchant_id, program_id, program.currency, ZoneInfo(program.timezone))
+
+
+def import_members(
+    engine: Engine,
+    *,
+    merchant_id: str,
+    program_id: str,
+    rows: Iterable[Row],
+    on_rejected: Callable[[Rejected], None],
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = BATCH,
+) -> Summary:
+    """Enrol the members of ``rows``; see the module docstring for what each row means."""
+    program = _program(engine, merchant_id, program_id)
+    return _run(
+        engine, rows, lambda conn, row: _member(conn, program, row), on_rejected, progress, batch_size
+    )
+
+
+def import_transactions(
+    engine: Engine,
+    *,
+    merchant_id: str,
+    program_id: str,
+    rows: Iterable[Row],
+    on_rejected: Callable[[Rejected], None],
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = BATCH,
+) -> Summary:
+    """Record the purchases of ``rows`` (earning as the program did when each occurred)."""
+    program = _program(engine, merchant_id, program_id)
+    return _run(
+        engine, rows, lambda conn, row: _transaction(conn, program, row), on_rejected, progress, batch_size
+    )
+
+
+def _run(
+    engine: Engine,
+    rows: Iterable[Row],
+    apply: Callable[[Connection, dict[str, str]], bool],
+    on_rejected: Callable[[Rejected], None],
+    progress: Callable[[int], None] | None,
+    batch_size: int,
+) -> Summary:
+    summary = Summary()
+    source = iter(rows)
+    line = 1
+    while batch := list(islice(source, max(batch_size, 1))):
+        with engine.begin() as conn:
+            for row in batch:
+                line += 1
+                summary.read += 1
+                try:
+                    clean = _clean(row)
+                    with savepoint(conn):
+                        created = apply(conn, clean)
+                except PatronError as exc:
+                    reason = _reason(exc)
+                except IntegrityError:  # a concurrent writer took the same identifier
+                    reason = "conflicts with a change made at the same time; import the file again"
+                else:
+                    if created:
+                        summary.imported += 1
+                    else:
+                        summary.skipped += 1
+                    continue
+                summary.rejected += 1
+                on_rejected(Rejected(line, row, reason))
+        if progress is not None:
+            progress(len(batch))
+    return summary
+
+
+def _reason(exc: PatronError) -> str:
+    details = exc.extra.get("errors")
+    if details:
+        messages = [(e.get("loc"), str(e["msg"]).removeprefix("Value error, ")) for e in details]
+        return "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in messages)
+    return exc.detail
+
+
+def _clean(row: Row) -> dict[str, str]:
+    """Trimmed values by lower-case column; a row with more or fewer fields than the header is
+    rejected rather than guessed at."""
+    if None in row:
+        extra = ",".join(str(v) for v in row[None] or ())
+        raise InvalidInput(f"the row has more fields than the header (extra: {extra})")
+    out = {}
+    for key, value in row.items():
+        if value is None:
+            raise InvalidInput("the row has fewer fields than the header")
+        out[str(key).strip().lower()] = str(value).strip()
+    return out
+
+
+def _member(conn: Connection, program: _Program, row: dict[str, str]) -> bool:
+    fields = {k: row.get(k) or None for k in MEMBER_COLUMNS}
+    if not any(fields[k] for k in IDENTIFIERS):
+        raise InvalidInput("give at least one of external_id, email or phone")
+    try:
+        data = MemberCreate(program_id=program.id, **fields)
+    except ValidationError as exc:
+        raise InvalidInput("the member is not valid", errors=_errors(exc))
+    given = {"external_id": data.external_id, "email": data.email, "phone": data.phone}
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in given.items():
+        if value:
+            for member in members.find(
+                conn, merchant_id=program.merchant_id, program_id=program.id, limit=1, **{key: value}
+            ):
+                found[member["id"]] = member
+    if not found:
+        members.enrol(conn, merchant_id=program.merchant_id, data=data)
+        return True
+    if len(found) > 1:
+        raise DuplicateMember(
+            "external_id, email and phone belong to different members: " + ", ".join(sorted(found))
+        )
+    [member] = found.values()
+    for key, value in given.items():
+        theirs = member[key]
+        if value and theirs and _key(key, value) != _key(key, theirs):
+            raise DuplicateMember(
+                f"{_other(given, key)} is already member {member['id']}, whose {key} is {theirs}, not {value}"
+            )
+    return False
+
+
+def _key(column: str, value: str) -> str:
+    return normalise_email(value) if column == "email" else value
+
+
+def _other(given: Mapping[str, str | None], differing: str) -> str:
+    return next((f"{k} {v}" for k, v in given.items() if v and k != differing), "this row")
+
+
+def _transaction(conn: Connection, program: _Program, row: dict[str, str]) -> bool:
+    external_id = row.get("external_id", "")
+    if not external_id:
+        raise InvalidInput("external_id is empty: whose purchase is it?")
+    if len(external_id) > 200:
+        raise InvalidInput("external_id is longer than 200 characters")
+    currency = row.get("currency", "").upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise InvalidInput(
+            f"currency {row.get('currency')!r} is not a three-letter code like {program.currency}"
+        )
+    if currency != program.currency:
+        raise InvalidInput(f"currency {currency} does not match the program's {program.currency}")
+    amount = to_minor(row.get("amount", ""), currency)
+    occurred_at = _when(row.get("occurred_at", ""), program.tz)
+    line: dict[str, Any] = {"id": "1", "quantity": 1, "unit_price": amount}
+    for column in ("category", "sku"):
+        if row.get(column):
+            line[column] = row[column]
+    event_id = row.get("event_id") or _row_id(external_id, occurred_at, amount, currency, line)
+    found = members.find(
+        conn, merchant_id=program.merchant_id, program_id=program.id, external_id=external_id, limit=1
+    )
+    if found:
+        member = found[0]
+    else:
+        data = MemberCreate(program_id=program.id, external_id=external_id, enrolled_at=occurred_at)
+        member = members.enrol(conn, merchant_id=program.merchant_id, data=data)
+    body = {
+        "id": event_id,
+        "type": "purchase",
+        "member_id": member["id"],
+        "occurred_at": occurred_at.isoformat(),
+        "currency": currency,
+        "items": [line],
+    }
+    _, created = record_event(conn, merchant_id=program.merchant_id, body=body)
+    return created
+
+
+def _when(value: str, tz: ZoneInfo) -> datetime:
+    """An RFC 3339 time with an offset, or a date: midnight in the program's timezone."""
+    if not value:
+        raise InvalidInput("occurred_at is empty")
+    if len(value) == 10:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise InvalidInput(f"occurred_at {value!r} is not a date (YYYY-MM-DD) or an RFC 3339 time")
+        return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"occurred_at {value!r} is not a date (YYYY-MM-DD) or an RFC 3339 time")
+    if parsed.tzinfo is None:
+        raise InvalidInput(f"occurred_at {value!r} needs an offset, e.g. {value}Z")
+    return parsed.astimezone(UTC)
+
+
+def _row_id(external_id: str, at: datetime, amount: int, currency: str, line: Mapping[str, Any]) -> str:
+    """The identity of a row without ``event_id``: a hash of its normalised content."""
+    canonical = "\x1f".join(
+        [external_id, at.isoformat(), str(amount), currency, line.get("category", ""), line.get("sku", "")]
+    )
+    return "csv:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
