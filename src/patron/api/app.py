@@ -109,5 +109,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             return JSONResponse({"status": "unavailable", "detail": str(exc)[:200]}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    from patron.web.routes import install as install_web
+
+    install_web(app)  # /admin, /portal, /pos and their static files
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from patron.cli import events, imports, members, merchants, programs
+from patron.cli import events, imports, members, merchants, programs, web_commands
 from patron.cli.common import console, engine, err, handles_errors, unit
 from patron.cli.consume import consume
 
@@ -19,6 +19,8 @@ app.add_typer(members.app, name="members")
 app.add_typer(events.app, name="events")
 app.command("consume")(consume)
 app.add_typer(imports.app, name="import")
+app.add_typer(web_commands.users_app, name="users")
+members.app.command("login-link")(web_commands.members_login_link)
 db = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
 jobs = typer.Typer(help="Scheduled jobs (idempotent; run as if at --as-of).", no_args_is_help=True)
@@ -135,10 +137,31 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
 ) -> None:
     """Create a demo merchant with a coffee-shop program and a year of activity."""
+    import secrets
+
+    from patron.config import get_settings
     from patron.services.demo import build_demo
+    from patron.services.portal import create_login_link
+    from patron.services.users import ensure_user
 
     with unit() as conn:
         out = build_demo(conn, members=members_count, seed=seed, progress=console)
+    owner_password, staff_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    with unit() as conn:  # new passwords each run: they are stored hashed and shown only here
+        ensure_user(conn, merchant_id=out["merchant_id"], email="owner@demo.example", password=owner_password)
+        ensure_user(
+            conn,
+            merchant_id=out["merchant_id"],
+            email="staff@demo.example",
+            password=staff_password,
+            role="staff",
+        )
+        link = create_login_link(
+            conn,
+            merchant_id=out["merchant_id"],
+            member_id=out["sample_member"],
+            base_url=get_settings().public_url,
+        )
     say = functools.partial(console.print, soft_wrap=True)
     say(f"\nDemo merchant [bold]{out['merchant_id']}[/bold], program {out['program_id']}")
     say(f"API key: [bold]{out['api_key']}[/bold]")
@@ -146,6 +169,11 @@ def demo(
     say(
         f"  curl -H 'Authorization: Bearer {out['api_key']}' http://127.0.0.1:8000/v1/members/{out['sample_member']}"
     )
+    base = get_settings().public_url
+    say(f"\nAdmin console  {base}/admin   owner@demo.example / {owner_password}")
+    say(f"Till (POS)     {base}/pos     staff@demo.example / {staff_password}")
+    say(f"Member portal  {link['url']}   (one-time sign-in link for the sample member)")
+    say(f"API docs       {base}/docs")
 
 
 if __name__ == "__main__":

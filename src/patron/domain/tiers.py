@@ -167,16 +167,25 @@ def history(
         level, since, reason = to, at, why
 
     if tiers.period == "rolling_12_months":
+        # The value is the last 12 months' at every moment; a level reached is held for 12 months
+        # from the last time the window reached it (the rolling form of "held through the next
+        # period"), then the member is placed by the window again.
         start, end = add_months(as_of, -12), as_of
         value = sum(r.value for r in rows if start < r.period_at <= end)
-        reached = tiers.reached(value)
-        if _above(tiers, reached, level):
-            move(
-                reached,
-                max((r.recorded_at for r in rows), default=enrolled_at),
-                f"{tiers.metric} of {value} in the last 12 months",
-                "event",
+        best: TierLevel | None = None
+        best_at = enrolled_at
+        for moment in sorted({r.recorded_at for r in rows if r.recorded_at > start} | {as_of}):
+            window = sum(
+                r.value
+                for r in rows
+                if r.recorded_at <= moment and add_months(moment, -12) < r.period_at <= moment
             )
+            reached = tiers.reached(window)
+            if _above(tiers, reached, best):
+                best, best_at = reached, moment
+        if _above(tiers, best, level):
+            assert best is not None
+            move(best, best_at, f"{tiers.metric} over 12 months reached {best.threshold}", "event")
         floor = _floor(tiers, assignments, as_of)
         if _above(tiers, floor, level):
             move(floor, as_of, "assigned", "assignment")
