@@ -167,3 +167,35 @@ def test_bad_tier_definitions_are_422(api: Api, levels_or_tiers: dict[str, Any])
     r = api.post("/v1/programs", bean_rewards(tiers=levels_or_tiers))
     assert r.status_code == 422
     assert r.json()["errors"]
+
+
+def test_anniversary_year_resets_on_the_enrolment_date(api: Api) -> None:
+    tiers = {**bean_rewards()["tiers"], "period": "anniversary", "downgrade": "recompute"}
+    program = api.program(bean_rewards(tiers=tiers))
+    r = api.post(
+        "/v1/members",
+        {"program_id": program, "email": "anna@example.com", "enrolled_at": "2025-04-15T12:00:00Z"},
+    )
+    member = r.json()["id"]
+    buy(api, member, "o1", 55000, "2025-06-01T10:00:00Z")
+    t = tier(api, member, "2025-07-01T00:00:00Z")
+    assert t["current"]["id"] == "gold"
+    assert t["qualifying"]["period_start"].startswith("2025-04-15") and t["qualifying"][
+        "period_end"
+    ].startswith("2026-04-15")
+    assert tier(api, member, "2027-04-14T00:00:00Z")["current"]["id"] == "gold"  # held through the next year
+    assert tier(api, member, "2027-04-16T00:00:00Z")["current"]["id"] == "member"
+
+
+def test_rolling_twelve_months_holds_a_level_for_twelve_months_from_reaching_it(api: Api) -> None:
+    tiers = {**bean_rewards()["tiers"], "period": "rolling_12_months"}
+    member = api.member(api.program(bean_rewards(tiers=tiers)))
+    buy(api, member, "o1", 30000, "2025-03-01T10:00:00Z")
+    buy(api, member, "o2", 25000, "2025-05-01T10:00:00Z")
+    assert tier(api, member, "2025-05-02T00:00:00Z")["current"]["id"] == "gold"
+    # o1 leaves the window on 2026-03-01, but gold, reached on 2025-05-01, is held for 12 months
+    assert tier(api, member, "2026-04-30T00:00:00Z")["current"]["id"] == "gold"
+    # a year without spending: the window is empty and nothing was reached in it
+    assert tier(api, member, "2026-05-02T00:00:00Z")["current"]["id"] == "member"
+    buy(api, member, "o3", 21000, "2026-06-01T10:00:00Z")
+    assert tier(api, member, "2026-06-02T00:00:00Z")["current"]["id"] == "silver"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -283,3 +285,80 @@ def test_a_job_already_running_elsewhere_is_refused(engine: Engine) -> None:
         finally:
             job_runs.unlock(other, "expire-points")
             other.commit()
+
+
+def test_a_job_that_crashes_part_way_resumes_without_doing_anything_twice(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import patron.services.jobs as jobs_module
+    from patron.storage import jobs as jobs_repo
+
+    merchant_id, _ = shop(engine, expiry={"months": 1})
+    with engine.begin() as conn:
+        program_id = programs.list_programs(conn, merchant_id=merchant_id)[0]["id"]
+        ids = [
+            members.enrol(
+                conn, merchant_id=merchant_id, data=MemberCreate(program_id=program_id, external_id=f"c{n}")
+            )["id"]
+            for n in range(5)
+        ]
+        for n, member_id in enumerate(ids):
+            events.record_event(
+                conn,
+                merchant_id=merchant_id,
+                body=purchase(member_id, f"c-{n}", MUG, occurred_at="2025-01-10T09:00:00Z"),
+            )
+    monkeypatch.setattr(jobs_module, "BATCH", 2)
+    real_move = jobs_repo.move_lots
+    calls = {"n": 0}
+
+    def crash_on_second_batch(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("power cut")
+        real_move(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs_repo, "move_lots", crash_on_second_batch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_job(engine, "expire-points", as_of=t("2025-06-01T00:00:00"), merchant_id=merchant_id)
+    from patron.storage.job_runs import recent
+
+    with engine.begin() as conn:
+        assert recent(conn, name="expire-points")[0]["status"] == "failed"
+    monkeypatch.setattr(jobs_repo, "move_lots", real_move)
+    resumed = run_job(engine, "expire-points", as_of=t("2025-06-01T00:00:00"), merchant_id=merchant_id)
+    assert resumed.lots == 3  # the first batch (2 members) was committed before the crash
+    with engine.begin() as conn:
+        for member_id in ids:
+            b = ledger.balances(conn, merchant_id=merchant_id, member_id=member_id, as_of=None)
+            assert (b.available, b.expired) in {(0, 10), (0, 0)}
+        assert ledger.verify(conn, merchant_id=merchant_id) == []
+
+
+def test_a_malformed_as_of_is_a_clear_cli_error_and_changes_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    patron = str(Path(sys.executable).parent / "patron")
+    env = {**os.environ, "PATRON_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+    proc = subprocess.run(
+        [patron, "jobs", "run", "expire-points", "--as-of", "next tuesday"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "RFC 3339" in proc.stderr
+    proc = subprocess.run(
+        [patron, "jobs", "run", "expire-points", "--as-of", "2026-01-01T00:00:00"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "offset" in proc.stderr
+    ok = subprocess.run(
+        [patron, "jobs", "run", "expire-points", "--as-of", "2026-01-01T00:00:00Z"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and "0 points" in ok.stdout
