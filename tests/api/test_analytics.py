@@ -242,6 +242,7 @@ def test_another_merchants_program_is_not_found(shop: Shop, engine: Engine) -> N
         {"calibration_end": "02/02/2026"},
         {"calibration_end": "2026-2-2"},
         {"calibration_end": "2999-01-01"},
+        {"calibration_end": "1969-12-31"},
         {"calibration_end": CALIBRATION_END, "time_unit": "year"},
         {"calibration_end": CALIBRATION_END, "horizon": 0},
         {"calibration_end": CALIBRATION_END, "horizon": -4},

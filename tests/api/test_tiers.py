@@ -53,7 +53,10 @@ def test_a_members_year_climb_redeem_return_keep_and_drop(api: Api) -> None:
     history = api.get(f"/v1/members/{member}/tier/history", params={"as_of": "2027-01-02T00:00:00Z"}).json()[
         "data"
     ]
-    assert [(h["to"], h["cause"]) for h in history] == [("gold", "event"), ("silver", "period_end")]
+    assert [(h["to"], h["cause"], h["event_id"]) for h in history] == [
+        ("gold", "event", "o2"),
+        ("silver", "period_end", None),
+    ]
 
 
 @pytest.mark.parametrize(

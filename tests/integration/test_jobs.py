@@ -278,12 +278,12 @@ def test_a_job_already_running_elsewhere_is_refused(engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer; the lock is PostgreSQL's advisory lock")
     with engine.connect() as other:
-        assert job_runs.try_lock(other, "expire-points")
+        assert job_runs.try_lock(other, "expire-points:*")
         try:
             with pytest.raises(Conflict, match="already running"):
                 run_job(engine, "expire-points", as_of=t("2026-01-01T00:00:00"))
         finally:
-            job_runs.unlock(other, "expire-points")
+            job_runs.unlock(other, "expire-points:*")
             other.commit()
 
 

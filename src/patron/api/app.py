@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from patron import __version__
 from patron.api import errors
 from patron.api.routes import (
+    analytics,
     events,
     integrations,
     members,
@@ -91,7 +92,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.settings = settings
     errors.install(app)
-    for module in (programs, members, tiers, milestones, events, redemptions, integrations, merchants):
+    modules = (programs, members, tiers, milestones, events, redemptions, integrations, analytics, merchants)
+    for module in modules:
         app.include_router(module.router, prefix="/v1")
 
     @app.get("/healthz", tags=["ops"])

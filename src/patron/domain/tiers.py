@@ -31,6 +31,7 @@ class QualRow:
     period_at: datetime
     recorded_at: datetime
     value: int
+    source: str | None = None  # the event that counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class TierChange:
     to_id: str | None
     reason: str
     cause: str  # "event", "period_end", "assignment"
+    source: str | None = None  # the event, for cause "event"
 
 
 def _above(tiers: Tiers, a: TierLevel | None, b: TierLevel | None) -> bool:
@@ -161,9 +163,9 @@ def history(
     level = _base(tiers)
     since, reason = enrolled_at, "enrolled"
 
-    def move(to: TierLevel | None, at: datetime, why: str, cause: str) -> None:
+    def move(to: TierLevel | None, at: datetime, why: str, cause: str, source: str | None = None) -> None:
         nonlocal level, since, reason
-        changes.append(TierChange(at, level.id if level else None, to.id if to else None, why, cause))
+        changes.append(TierChange(at, level.id if level else None, to.id if to else None, why, cause, source))
         level, since, reason = to, at, why
 
     if tiers.period == "rolling_12_months":
@@ -212,7 +214,7 @@ def history(
                 if _above(tiers, reached, level):
                     assert reached is not None
                     why = f"reached {tiers.metric} {running} (threshold {reached.threshold})"
-                    move(reached, max(at, start), why, "event")
+                    move(reached, max(at, start), why, "event", item.source)
             else:
                 lv = tiers.level(item.tier_id)
                 if _above(tiers, lv, level):

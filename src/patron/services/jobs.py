@@ -73,7 +73,8 @@ def run_job(
         raise InvalidInput("as_of needs a timezone offset")
     run_id = new_id("run")
     with engine.connect() as lock_conn:
-        if not runs.try_lock(lock_conn, name):
+        lock = f"{name}:{merchant_id or '*'}"  # one merchant's run never blocks another's
+        if not runs.try_lock(lock_conn, lock):
             raise Conflict(f"job {name} is already running in another process")
         try:
             with engine.begin() as conn:
@@ -93,7 +94,7 @@ def run_job(
                 runs.finish(conn, id=run_id, at=utcnow(), status="succeeded", result=summary, error=None)
             return result
         finally:
-            runs.unlock(lock_conn, name)
+            runs.unlock(lock_conn, lock)
             lock_conn.commit()
 
 

@@ -31,8 +31,8 @@ def qualification_rows(
         return []
     column = METRIC_COLUMN[program.tiers.metric]
     return [
-        rules.QualRow(period_at, recorded_at, value)
-        for period_at, recorded_at, value in events_repo.qualification_rows(
+        rules.QualRow(period_at, recorded_at, value, source)
+        for period_at, recorded_at, value, source in events_repo.qualification_rows(
             conn, merchant_id, member_id, column
         )
     ]
@@ -91,8 +91,21 @@ def tier_history(
         enrolled_at=member["enrolled_at"],
         assignments=given,
     )
+    sources = events_repo.external_ids(conn, merchant_id, {c.source for c in changes if c.source})
+    recorded = {
+        (r["at"], r["to_tier"]): r["job_run_id"] for r in repo.changes_of(conn, merchant_id, member["id"])
+    }
     return [
-        {"at": c.at, "from": c.from_id, "to": c.to_id, "reason": c.reason, "cause": c.cause} for c in changes
+        {
+            "at": c.at,
+            "from": c.from_id,
+            "to": c.to_id,
+            "reason": c.reason,
+            "cause": c.cause,
+            "event_id": sources.get(c.source) if c.source else None,
+            "job_run_id": recorded.get((c.at, c.to_id)) if c.cause == "period_end" else None,
+        }
+        for c in changes
     ]
 
 

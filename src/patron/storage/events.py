@@ -83,13 +83,19 @@ def reversed_lines(conn: Connection, merchant_id: str, event_id: str) -> list[di
 
 def qualification_rows(
     conn: Connection, merchant_id: str, member_id: str, column: str
-) -> list[tuple[datetime, datetime, int]]:
+) -> list[tuple[datetime, datetime, int, str]]:
+    """(period_at, recorded_at, value, event id) of the member's rows with a value in ``column``."""
     stmt = (
-        select(qualifications.c.period_at, qualifications.c.recorded_at, qualifications.c[column])
+        select(
+            qualifications.c.period_at,
+            qualifications.c.recorded_at,
+            qualifications.c[column],
+            qualifications.c.event_id,
+        )
         .where(qualifications.c.merchant_id == merchant_id, qualifications.c.member_id == member_id)
         .order_by(qualifications.c.recorded_at)
     )
-    return [(a, b, int(v)) for a, b, v in conn.execute(stmt) if v]
+    return [(a, b, int(v), str(e)) for a, b, v, e in conn.execute(stmt) if v]
 
 
 def action_count(

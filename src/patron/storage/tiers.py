@@ -183,3 +183,12 @@ def anniversary_candidates(
         .order_by(members.c.id)
     )
     return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def changes_of(conn: Connection, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
+    from patron.storage.tables import tier_changes
+
+    stmt = select(tier_changes).where(
+        tier_changes.c.merchant_id == merchant_id, tier_changes.c.member_id == member_id
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
