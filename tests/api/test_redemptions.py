@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import Api, bean_rewards
+from tests.conftest import Api, bean_rewards, purchase
 
 REWARDS: list[dict[str, Any]] = [
     {
@@ -161,3 +161,60 @@ def test_suspended_members_cannot_redeem(api: Api) -> None:
     api.patch(f"/v1/members/{member}", {"status": "suspended"})
     r = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "free-coffee"})
     assert r.status_code == 409 and r.json()["type"].endswith("/member-inactive")
+
+
+def test_pay_with_points_is_capped_and_the_rest_of_the_order_earns(api: Api) -> None:
+    payment = {"points": 100, "per_amount": 100, "max_percent": 50}
+    member = funded(api, points=3000, points_payment=payment)
+    r = api.post(f"/v1/members/{member}/redemptions", {"points": 1500, "order_amount": 2000})
+    assert r.status_code == 409 and r.json()["type"].endswith("/points-payment-refused")
+    assert r.json()["max_points"] == 1000
+    red = api.post(f"/v1/members/{member}/redemptions", {"points": 800, "order_amount": 2000}).json()
+    assert red["grants"] == {
+        "kind": "points_payment",
+        "name": "Paid with points",
+        "amount": 800,
+        "currency": "USD",
+    }
+    assert api.post(f"/v1/codes/{red['code']}/redeem").json()["status"] == "redeemed"
+    # the till sends the purchase with the points' value as a discount: only the rest earns
+    items = [
+        {"id": "l1", "sku": "BEANS", "category": "beans", "quantity": 1, "unit_price": 2000, "discount": 800}
+    ]
+    assert api.event(purchase(member, "o-1", items))["points"] == 12
+    pts = api.points(member)
+    assert (pts["available"], pts["redeemed"]) == (3000 - 800 + 12, 800)
+    r = api.post(f"/v1/members/{member}/redemptions", {"points": 5000, "order_amount": 20000})
+    assert r.status_code == 409 and r.json()["type"].endswith("/insufficient-points")
+
+
+def test_several_rewards_in_one_order_are_all_or_none(api: Api) -> None:
+    member = funded(api, points=300)
+    both = api.post(f"/v1/members/{member}/redemptions", {"reward_ids": ["free-coffee", "tenpc"]})
+    assert both.status_code == 201 and both.json()["points"] == 250
+    assert [r["reward_id"] for r in both.json()["data"]] == ["free-coffee", "tenpc"]
+    too_many = api.post(f"/v1/members/{member}/redemptions", {"reward_ids": ["free-coffee", "free-coffee"]})
+    assert too_many.status_code == 409
+    pts = api.points(member)
+    assert (pts["available"], pts["reserved"]) == (50, 250)  # the refused pair reserved nothing
+
+
+def test_physical_gift_fulfilment(api: Api) -> None:
+    member = funded(api)
+    red = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "mug"}).json()
+    assert api.post(f"/v1/redemptions/{red['id']}/fulfilment", {"status": "shipped"}).status_code == 409
+    assert api.post(f"/v1/redemptions/{red['id']}/redeem").json()["fulfilment_status"] == "ordered"
+    assert api.post(f"/v1/redemptions/{red['id']}/fulfilment", {"status": "delivered"}).status_code == 409
+    assert (
+        api.post(f"/v1/redemptions/{red['id']}/fulfilment", {"status": "shipped"}).json()["fulfilment_status"]
+        == "shipped"
+    )
+    assert (
+        api.post(f"/v1/redemptions/{red['id']}/fulfilment", {"status": "delivered"}).json()[
+            "fulfilment_status"
+        ]
+        == "delivered"
+    )
+    coffee = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "free-coffee"}).json()
+    api.post(f"/v1/redemptions/{coffee['id']}/redeem")
+    assert api.post(f"/v1/redemptions/{coffee['id']}/fulfilment", {"status": "shipped"}).status_code == 409

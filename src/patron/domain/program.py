@@ -13,7 +13,7 @@ from fractions import Fraction
 
 from patron.domain.expiry import ExpiryPolicy
 from patron.domain.milestones import Milestone
-from patron.domain.rewards import RewardRule
+from patron.domain.rewards import PointsPayment, RewardRule
 
 
 class RuleType(StrEnum):
@@ -170,6 +170,7 @@ class Program:
     referrer_points: int = 0
     referee_points: int = 0
     referral_min_spend: int = 0
+    points_payment: PointsPayment | None = None
 
     @property
     def expiry_months(self) -> int | None:

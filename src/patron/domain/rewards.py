@@ -87,6 +87,57 @@ class RewardRule:
 
 
 @dataclass(frozen=True, slots=True)
+class PointsPayment:
+    """Pay with points: ``points`` points are worth ``per_amount`` minor units, up to
+    ``max_percent`` of the order."""
+
+    points: int
+    per_amount: int
+    max_percent: int = 100
+    min_points: int = 1
+
+    def value(self, points: int) -> int:
+        """The discount ``points`` buy, in minor units (whole units only, rounded down)."""
+        return points * self.per_amount // self.points
+
+    def check(self, points: int, *, order_amount: int, available: int) -> int:
+        """The discount for paying ``points`` on an order of ``order_amount``, or why not."""
+        if points < self.min_points:
+            raise PaymentRefused(f"pay at least {self.min_points} points")
+        value = self.value(points)
+        if value <= 0:
+            raise PaymentRefused(
+                f"{points} points are worth nothing: {self.points} points buy {self.per_amount}"
+            )
+        cap = order_amount * self.max_percent // 100
+        if value > cap:
+            most = cap * self.points // self.per_amount
+            raise PaymentRefused(
+                f"points can pay at most {self.max_percent}% of the order ({cap}); that is {most} points",
+                max_points=most,
+            )
+        if points > available:
+            raise InsufficientPoints(
+                f"paying {points} points; {available} available", needed=points, available=available
+            )
+        return value
+
+
+class PaymentRefused(RewardUnavailable):
+    code = "points-payment-refused"
+    title = "Points cannot pay this much"
+
+
+FULFILMENT = ("ordered", "shipped", "delivered", "cancelled")
+FULFILMENT_NEXT = {
+    "ordered": ("shipped", "cancelled"),
+    "shipped": ("delivered",),
+    "delivered": (),
+    "cancelled": (),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Standing:
     """What the caller knows about the member and the reward at the moment of reserving."""
 

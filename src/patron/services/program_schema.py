@@ -23,7 +23,7 @@ from pydantic import (
 from patron.domain import program as d
 from patron.domain.expiry import ExpiryPolicy
 from patron.domain.milestones import Milestone
-from patron.domain.rewards import RewardKind, RewardRule
+from patron.domain.rewards import PointsPayment, RewardKind, RewardRule
 
 Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
 Points = Annotated[int, Field(ge=0, le=1_000_000_000)]
@@ -346,6 +346,15 @@ REWARD_KINDS: dict[str, type[Strict]] = {
 }
 
 
+class PointsPaymentSpec(Strict):
+    """Pay with points for part of an order: ``points`` points are worth ``per_amount`` minor units."""
+
+    points: Annotated[int, Field(ge=1, le=10**9)] = 100
+    per_amount: Annotated[int, Field(ge=1, le=10**9)] = 100
+    max_percent: Annotated[int, Field(ge=1, le=100)] = Field(100, description="Cap as a share of the order.")
+    min_points: Annotated[int, Field(ge=1, le=10**9)] = 1
+
+
 class RewardLimit(Strict):
     count: Annotated[int, Field(ge=1, le=10_000)]
     per: Literal["lifetime", "year", "month", "day"] = "lifetime"
@@ -468,6 +477,7 @@ class ProgramSpec(Strict):
     )
     referrals: ReferralSpec | None = None
     milestones: Annotated[list[MilestoneSpec], Field(max_length=200)] = Field(default_factory=list)
+    points_payment: PointsPaymentSpec | None = Field(None, description="Let members pay with points.")
 
     @field_validator("timezone")
     @classmethod
@@ -544,6 +554,7 @@ class ProgramSpec(Strict):
             referrer_points=self.referrals.referrer_points if self.referrals else 0,
             referee_points=self.referrals.referee_points if self.referrals else 0,
             referral_min_spend=self.referrals.min_spend if self.referrals else 0,
+            points_payment=PointsPayment(**self.points_payment.model_dump()) if self.points_payment else None,
         )
 
 

@@ -44,6 +44,7 @@ def view(row: dict[str, Any]) -> dict[str, Any]:
         "reserved_at": row["reserved_at"],
         "expires_at": row["expires_at"],
         "settled_at": row["settled_at"],
+        "fulfilment_status": row.get("fulfilment_status"),
     }
 
 
@@ -101,8 +102,37 @@ def reserve(
     if reward.stock is not None:
         repo.lock_program(conn, merchant_id, member["program_id"])
     cost = rules.check_reservable(reward, _standing(conn, merchant_id, member, program, reward, now))
+    return _hold(
+        conn,
+        merchant_id=merchant_id,
+        member=member,
+        program=program,
+        version=version,
+        reward_id=reward.id,
+        points=cost,
+        grants=rules_grants(reward, program),
+        location_id=location_id,
+        now=now,
+    )
+
+
+def _hold(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member: dict[str, Any],
+    program: Program,
+    version: int,
+    reward_id: str,
+    points: int,
+    grants: dict[str, Any],
+    location_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Move ``points`` from available to reserved (soonest-expiring lots) and issue a code."""
+    member_id = member["id"]
     lots = spending_order(ledger_repo.lot_balances(conn, merchant_id, member_id, Account.AVAILABLE))
-    journal = rules.reservation(cost, lots)
+    journal = rules.reservation(points, lots)
     journal_id = ledger_repo.write_journal(
         conn,
         journal,
@@ -121,20 +151,93 @@ def reserve(
         "id": new_id("rdm"),
         "member_id": member_id,
         "program_id": member["program_id"],
-        "reward_id": reward.id,
+        "reward_id": reward_id,
         "code": code,
-        "points": cost,
+        "points": points,
         "status": rules.Status.RESERVED.value,
-        "grants": rules_grants(reward, program),
+        "grants": grants,
         "location_id": location_id,
         "reserve_journal_id": journal_id,
         "settle_journal_id": None,
+        "fulfilment_status": None,
         "reserved_at": now,
         "expires_at": now + timedelta(minutes=program.reservation_ttl_minutes),
         "settled_at": None,
     }
     repo.insert_redemption(conn, row)
     return view(row)
+
+
+def pay_with_points(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member_id: str,
+    points: int,
+    order_amount: int,
+    location_id: str | None = None,
+) -> dict[str, Any]:
+    """Reserve ``points`` as a payment toward an order of ``order_amount`` minor units. The code
+    grants a discount worth the points; send the purchase with that discount on its lines so that
+    only the rest of the order earns."""
+    member = _member(conn, merchant_id, member_id)
+    if member["status"] != "active":
+        raise MemberInactive(f"member is {member['status']}: no redemptions")
+    now = utcnow()
+    balances = ledger_repo.lock_balances(conn, merchant_id, member_id)
+    program, version = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=now)
+    if program.points_payment is None:
+        raise UnknownReward("this program does not take points as payment", field="points")
+    value = program.points_payment.check(points, order_amount=order_amount, available=balances.available)
+    grants = {
+        "kind": "points_payment",
+        "name": "Paid with points",
+        "amount": value,
+        "currency": program.currency,
+    }
+    return _hold(
+        conn,
+        merchant_id=merchant_id,
+        member=member,
+        program=program,
+        version=version,
+        reward_id="points-payment",
+        points=points,
+        grants=grants,
+        location_id=location_id,
+        now=now,
+    )
+
+
+def reserve_many(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member_id: str,
+    reward_ids: list[str],
+    location_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Several rewards for one order, all or none (one transaction): each reservation is checked
+    against what the previous ones left."""
+    return [
+        reserve(conn, merchant_id=merchant_id, member_id=member_id, reward_id=r, location_id=location_id)
+        for r in reward_ids
+    ]
+
+
+def set_fulfilment(conn: Connection, *, merchant_id: str, redemption_id: str, status: str) -> dict[str, Any]:
+    """Move a redeemed physical gift along ordered → shipped → delivered (or cancelled)."""
+    row = _load(conn, merchant_id, redemption_id, None)
+    if row["grants"].get("kind") != "physical_gift":
+        raise Conflict("only physical gifts have a fulfilment status")
+    if row["status"] != rules.Status.REDEEMED:
+        raise Conflict("a gift is fulfilled once its redemption is redeemed")
+    current = row.get("fulfilment_status") or "ordered"
+    if status not in rules.FULFILMENT_NEXT.get(current, ()):
+        allowed = ", ".join(rules.FULFILMENT_NEXT.get(current, ())) or "nothing (final)"
+        raise Conflict(f"a gift that is {current} can become {allowed}, not {status}")
+    repo.set_fulfilment(conn, merchant_id, redemption_id, status)
+    return view(_load(conn, merchant_id, redemption_id, None))
 
 
 def rules_grants(reward: rules.RewardRule, program: Program) -> dict[str, Any]:
@@ -180,6 +283,8 @@ def _settle(
         created_at=now,
     )
     repo.settle(conn, merchant_id, row["id"], status=target.value, journal_id=journal_id, at=at)
+    if target == rules.Status.REDEEMED and row["grants"].get("kind") == "physical_gift":
+        repo.set_fulfilment(conn, merchant_id, row["id"], "ordered")
     return view(_load(conn, merchant_id, row["id"], None))
 
 

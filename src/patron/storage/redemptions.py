@@ -107,3 +107,11 @@ def lapsed(conn: Connection, *, as_of: datetime, merchant_id: str | None, limit:
     if merchant_id is not None:
         stmt = stmt.where(redemptions.c.merchant_id == merchant_id)
     return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def set_fulfilment(conn: Connection, merchant_id: str, redemption_id: str, status: str) -> None:
+    conn.execute(
+        update(redemptions)
+        .where(redemptions.c.merchant_id == merchant_id, redemptions.c.id == redemption_id)
+        .values(fulfilment_status=status)
+    )

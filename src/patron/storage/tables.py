@@ -318,6 +318,7 @@ redemptions = Table(
     Column("location_id", String(100)),
     Column("reserve_journal_id", ID, nullable=False),
     Column("settle_journal_id", ID),
+    Column("fulfilment_status", String(20)),
     _ts("reserved_at"),
     _ts("expires_at"),
     _ts("settled_at", nullable=True),
