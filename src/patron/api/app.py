@@ -13,6 +13,7 @@ from patron import __version__
 from patron.api import errors
 from patron.api.routes import (
     analytics,
+    bookings,
     events,
     integrations,
     members,
@@ -92,7 +93,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.settings = settings
     errors.install(app)
-    modules = (programs, members, tiers, milestones, events, redemptions, integrations, analytics, merchants)
+    modules = (
+        programs,
+        members,
+        tiers,
+        milestones,
+        events,
+        redemptions,
+        bookings,
+        integrations,
+        analytics,
+        merchants,
+    )
     for module in modules:
         app.include_router(module.router, prefix="/v1")
 

@@ -8,7 +8,7 @@ Rules
   standing consent, or by a single-use consent code that expires :data:`CONSENT_CODE_TTL` after it
   was issued. A booking member is always authorised for themselves. A member of another program
   or merchant is *unknown*: never say that they exist.
-* The price is ``points_per_passenger × passengers``, paid by the booking member alone: one
+* The price is ``points_per_passenger x passengers``, paid by the booking member alone: one
   journal of kind ``redemption`` from ``available`` (soonest-expiring lots first) to
   ``program:redeemed``. Too few points raises :class:`InsufficientPoints`; nothing is ever drawn
   from a passenger.
@@ -16,7 +16,7 @@ Rules
   a cancellation does not extend the life of points; a lot that expired meanwhile is taken by the
   next expiry run) and voids the tickets. A booking is cancelled at most once.
 
-Invariant: for every booking, ``points == points_per_passenger × len(tickets)``, and its
+Invariant: for every booking, ``points == points_per_passenger x len(tickets)``, and its
 journal moved exactly ``points`` to ``program:redeemed``; after a cancellation, the two journals
 together sum to zero per lot.
 """
@@ -101,6 +101,16 @@ def parse_route(route: str) -> tuple[str, str]:
     if origin == destination:
         raise InvalidBooking("the origin and destination of a route must differ", field="route")
     return origin, destination
+
+
+def parse_cabin(cabin: str) -> Cabin:
+    """One of the award cabins: F (first), J (business), W (premium economy), Y (economy)."""
+    try:
+        return Cabin(cabin.strip().upper())
+    except ValueError:
+        raise InvalidBooking(
+            f"cabin must be one of {', '.join(c.value for c in Cabin)}; got {cabin!r}", field="cabin"
+        ) from None
 
 
 def check_request(
