@@ -21,6 +21,7 @@ from patron.api.routes import (
     milestones,
     programs,
     redemptions,
+    tickets,
     tiers,
 )
 from patron.config import Settings, get_settings
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         milestones,
         events,
         redemptions,
+        tickets,
         bookings,
         integrations,
         analytics,

@@ -119,7 +119,13 @@ class Event:
 
 
 def check_new_event(
-    *, starts_at: datetime, capacity: int, price: int, audience: Sequence[str], tiers: Sequence[str], now: datetime
+    *,
+    starts_at: datetime,
+    capacity: int,
+    price: int,
+    audience: Sequence[str],
+    tiers: Sequence[str],
+    now: datetime,
 ) -> None:
     """An event must start in the future, seat at least one person, cost no negative points and
     name only tiers the program has."""
