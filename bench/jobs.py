@@ -51,7 +51,8 @@ def generate(engine: Engine, members: int, lots: int) -> int:
            SELECT :m, 'jrn_' || i, 'mem_' || lpad((1 + i % :members)::text, 9, '0'), :p, 1, 'earn', 'bench',
                   timestamptz '2024-06-01' + (i % 600) * interval '1 day', now()
            FROM generate_series(1, :n) AS i""",
-        """INSERT INTO lots (merchant_id, id, member_id, journal_id, points, earned_at, available_from, expires_at)
+        """INSERT INTO lots (merchant_id, id, member_id, journal_id, points, earned_at, available_from,
+               expires_at)
            SELECT :m, 'lot_' || i, 'mem_' || lpad((1 + i % :members)::text, 9, '0'), 'jrn_' || i, 10,
                   timestamptz '2024-06-01' + (i % 600) * interval '1 day',
                   timestamptz '2024-06-01' + (i % 600) * interval '1 day',
@@ -108,9 +109,8 @@ def main() -> None:
     cleanup(engine)
     t0 = time.perf_counter()
     due = generate(engine, args.members, args.lots)
-    print(
-        f"generated {args.members} members, {args.members * args.lots} lots ({due} due) in {time.perf_counter() - t0:.1f} s"
-    )
+    took = time.perf_counter() - t0
+    print(f"generated {args.members} members, {args.members * args.lots} lots ({due} due) in {took:.1f} s")
     try:
         t0 = time.perf_counter()
         with engine.begin() as conn:
@@ -125,11 +125,10 @@ def main() -> None:
         t0 = time.perf_counter()
         again = run_job(engine, "expire-points", as_of=AS_OF, merchant_id=M)
         rerun = time.perf_counter() - t0
+        print(f"  ceiling: one UPDATE of the {due} due lots  {ceiling:8.2f} s  ({due / ceiling:,.0f} rows/s)")
+        rate = result.lots / job
         print(
-            f"  ceiling: one UPDATE of the {due} due lots      {ceiling:8.2f} s  ({due / ceiling:,.0f} rows/s)"
-        )
-        print(
-            f"  expire-points: {result.lots} lots, {result.points} points  {job:8.2f} s  ({result.lots / job:,.0f} lots/s)"
+            f"  expire-points: {result.lots} lots, {result.points} points  {job:8.2f} s  ({rate:,.0f} lots/s)"
         )
         print(f"  re-run for the same time: {again.lots} lots          {rerun:8.2f} s")
         print(f"  job / ceiling = {ceiling / job:.3f} of the UPDATE's rate")

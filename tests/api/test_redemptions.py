@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import Api, bean_rewards, purchase
 
 REWARDS: list[dict[str, Any]] = [
@@ -218,3 +220,43 @@ def test_physical_gift_fulfilment(api: Api) -> None:
     coffee = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "free-coffee"}).json()
     api.post(f"/v1/redemptions/{coffee['id']}/redeem")
     assert api.post(f"/v1/redemptions/{coffee['id']}/fulfilment", {"status": "shipped"}).status_code == 409
+
+
+KINDS = [
+    ("fixed_discount", {"amount": 500}),
+    ("percent_discount", {"percent": 15, "max_amount": 1000}),
+    ("free_product", {"sku": "LATTE"}),
+    ("free_shipping", {}),
+    ("store_credit", {"amount": 1000}),
+    ("event_ticket", {"event": "tasting-night"}),
+    ("travel_award", {"route": "JFK-LHR", "cabin": "J"}),
+    ("partner_perk", {"partner": "Cinema Co", "description": "Two tickets"}),
+    ("physical_gift", {"sku": "MUG"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "settings"), KINDS, ids=[k for k, _ in KINDS])
+def test_every_reward_kind_reserves_validates_and_redeems(
+    api: Api, kind: str, settings: dict[str, Any]
+) -> None:
+    reward = {"id": "r", "name": f"A {kind}", "type": kind, "cost": 40, "settings": settings}
+    member = api.member(api.program(bean_rewards(rewards=[reward])), email="kind@example.com")
+    api.post(f"/v1/members/{member}/adjustments", {"points": 100, "reason": "gift"})
+    red = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "r"}).json()
+    assert red["grants"]["kind"] == kind
+    assert {k: red["grants"][k] for k in settings} == settings
+    check = api.get(f"/v1/codes/{red['code']}").json()
+    assert check["valid"] is True and check["redemption"]["grants"] == red["grants"]
+    assert api.post(f"/v1/codes/{red['code']}/redeem").json()["status"] == "redeemed"
+    assert api.points(member)["redeemed"] == 40
+
+
+def test_reward_settings_are_validated_per_kind(api: Api) -> None:
+    for reward in (
+        {"id": "r", "name": "X", "type": "percent_discount", "cost": 10, "settings": {"percent": 150}},
+        {"id": "r", "name": "X", "type": "fixed_discount", "cost": 10, "settings": {}},
+        {"id": "r", "name": "X", "type": "free_shipping", "cost": 10, "settings": {"amount": 5}},
+        {"id": "r", "name": "X", "type": "teleport", "cost": 10},
+    ):
+        r = api.post("/v1/programs", bean_rewards(rewards=[reward]))
+        assert r.status_code == 422, reward

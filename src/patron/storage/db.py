@@ -3,7 +3,7 @@
 SQLite runs in WAL mode with foreign keys on and a busy timeout, and every transaction starts
 with ``BEGIN IMMEDIATE``: one writer at a time, so that a read-then-write (a balance check before
 a debit) cannot interleave with another writer. PostgreSQL serialises writers per member with
-``SELECT ... FOR UPDATE`` on the member's balance row (see ``storage/repo.py``).
+``SELECT ... FOR UPDATE`` on the member's balance row (see ``storage/ledger.py``).
 """
 
 from __future__ import annotations
