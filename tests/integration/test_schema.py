@@ -45,3 +45,16 @@ def test_merchant_id_leads_every_key_of_merchant_data(engine: Engine) -> None:
             if fk["constrained_columns"][0] != "merchant_id":
                 problems.append(f"{table}: foreign key {fk['constrained_columns']}")
     assert problems == []
+
+
+def test_global_tables_point_only_at_global_tables(engine: Engine) -> None:
+    """A reference table cannot hold a foreign key into a distributed one."""
+    insp = inspect(engine)
+    problems = [
+        f"{table} -> {fk['referred_table']}"
+        for table in insp.get_table_names()
+        if table in GLOBAL
+        for fk in insp.get_foreign_keys(table)
+        if fk["referred_table"] not in GLOBAL
+    ]
+    assert problems == []

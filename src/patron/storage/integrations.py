@@ -17,7 +17,6 @@ from sqlalchemy import (
     JSON,
     Column,
     Connection,
-    ForeignKeyConstraint,
     Index,
     Integer,
     PrimaryKeyConstraint,
@@ -47,7 +46,8 @@ integrations = Table(
     # A webhook names only the integration: like ``api_keys.key_hash``, this lookup comes before
     # the merchant is known, so the id is unique on its own.
     UniqueConstraint("id"),
-    ForeignKeyConstraint(["merchant_id", "program_id"], ["programs.merchant_id", "programs.id"]),
+    # No foreign key to programs: a reference table cannot point into sharded tables (Citus); the
+    # service checks the program when the integration is created.
 )
 
 webhook_deliveries = Table(

@@ -89,7 +89,8 @@ login_links = Table(
     Column("used_at", UTCDateTime()),
     PrimaryKeyConstraint("merchant_id", "id"),
     Index(None, "merchant_id", "member_id"),
-    ForeignKeyConstraint(["merchant_id", "member_id"], ["members.merchant_id", "members.id"]),
+    # No foreign key to members: a reference table cannot point into sharded tables (Citus); the
+    # service checks the member when the link is made.
 )
 
 

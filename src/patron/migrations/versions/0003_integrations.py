@@ -27,11 +27,6 @@ def upgrade() -> None:
         sa.Column("program_id", sa.String(length=40), nullable=False),
         sa.Column("secret", sa.String(length=500), nullable=False),
         sa.Column("created_at", ts(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["merchant_id", "program_id"],
-            ["programs.merchant_id", "programs.id"],
-            name=op.f("fk_integrations_merchant_id_programs"),
-        ),
         sa.PrimaryKeyConstraint("merchant_id", "id", name=op.f("pk_integrations")),
         sa.UniqueConstraint("id", name=op.f("uq_integrations_id")),
     )

@@ -61,11 +61,6 @@ def upgrade() -> None:
         sa.Column("created_at", ts(), nullable=False),
         sa.Column("expires_at", ts(), nullable=False),
         sa.Column("used_at", ts(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["merchant_id", "member_id"],
-            ["members.merchant_id", "members.id"],
-            name=op.f("fk_login_links_merchant_id_members"),
-        ),
         sa.PrimaryKeyConstraint("merchant_id", "id", name=op.f("pk_login_links")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_login_links_token_hash")),
     )
