@@ -499,3 +499,42 @@ def _wait_for_stream(settings: StreamSettings) -> None:
     while not asyncio.run(go()):
         assert time.monotonic() < deadline, "patron consume did not create the stream and consumer"
         time.sleep(0.1)
+
+
+def test_merchants_sharing_a_stream_each_keep_their_dead_letters(engine: Engine, nats_url: str) -> None:
+    tag = uuid.uuid4().hex[:12]
+    stream = f"PTEST_{tag}"
+    shops = []
+    for name in ("a", "b"):
+        with engine.begin() as conn:
+            merchant, _ = merchants.create_merchant(conn, name=f"Shared {name}")
+        s = StreamSettings(
+            url=nats_url, stream=stream, subject=f"ptest.{tag}.{name}.>", durable=name, poll=0.2
+        )
+        shops.append((merchant["id"], s))
+
+    async def setup() -> None:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await js.add_stream(name=stream, subjects=[f"ptest.{tag}.>"], duplicate_window=120)
+        for _, s in shops:
+            await js.publish(s.subject.replace(">", "till"), b"{broken")
+        await nc.close()
+
+    async def teardown() -> None:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        for name in (stream, f"{stream}_DLQ"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(name)
+        await nc.close()
+
+    asyncio.run(setup())
+    try:
+        for merchant_id, s in shops:
+            assert consume(engine, merchant_id, s).dead_lettered == 1
+        letters = dead_letters(shops[0][1])
+        assert sorted(h["Patron-Reason"] for h, _ in letters) == ["malformed-json", "malformed-json"]
+        assert {h["Patron-Subject"] for h, _ in letters} == {s.subject.replace(">", "till") for _, s in shops}
+    finally:
+        asyncio.run(teardown())

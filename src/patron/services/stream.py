@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -320,7 +321,9 @@ class StreamConsumer:
             try:
                 self._dead_stream = await js.find_stream_name_by_subject(s.dead_letter_subject)
             except nats.js.errors.NotFoundError:
-                await self._ensure_stream(s.dead_letter_stream, s.dead_letter_subject)
+                # several consumers (one per merchant) may share the dead-letter stream: each adds
+                # its own subject to it
+                await self._ensure_stream(s.dead_letter_stream, s.dead_letter_subject, add_subject=True)
                 self._dead_stream = s.dead_letter_stream
             await self._ensure_consumer()
             return await js.pull_subscribe_bind(durable=s.durable, stream=s.stream)
@@ -333,10 +336,14 @@ class StreamConsumer:
         except ValueError as exc:  # a name the client refuses
             raise StreamError(str(exc)) from None
 
-    async def _ensure_stream(self, name: str, subject: str) -> None:
+    async def _ensure_stream(self, name: str, subject: str, *, add_subject: bool = False) -> None:
         js = self._jetstream()
         try:
-            await js.stream_info(name)
+            info = await js.stream_info(name)
+            subjects = list(info.config.subjects or [])
+            if add_subject and subject not in subjects:
+                await js.update_stream(dataclasses.replace(info.config, subjects=[*subjects, subject]))
+                self._notice(f"stream {name} now also keeps {subject}")
         except nats.js.errors.NotFoundError:
             await js.add_stream(
                 StreamConfig(
