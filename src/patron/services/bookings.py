@@ -18,19 +18,12 @@ from patron.domain import bookings as rules
 from patron.domain.errors import InvalidInput, MemberInactive, NotFound
 from patron.domain.ledger import Account, spending_order
 from patron.services.clock import utcnow
+from patron.services.members import get_member
 from patron.services.programs import program_at
 from patron.storage import bookings as repo
 from patron.storage import ledger as ledger_repo
 from patron.storage import members as members_repo
 from patron.storage.ids import new_id, random_code
-
-
-def _member(conn: Connection, merchant_id: str, member_id: str) -> dict[str, Any]:
-    member = members_repo.get_member(conn, merchant_id, member_id)
-    if member is None:
-        raise NotFound(f"member {member_id} not found")
-    return member
-
 
 # -- consents ---------------------------------------------------------------------------------
 
@@ -42,7 +35,7 @@ def give_consent(
 
     Returns the consent and 201, or the existing consent and 200 when it was given before.
     """
-    passenger = _member(conn, merchant_id, passenger_id)
+    passenger = get_member(conn, merchant_id=merchant_id, member_id=passenger_id)
     if passenger["status"] != "active":
         raise MemberInactive(f"member is {passenger['status']}: cannot authorise bookings")
     booker = members_repo.get_member(conn, merchant_id, booker_id)
@@ -68,19 +61,19 @@ def _consent_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def consents(conn: Connection, *, merchant_id: str, passenger_id: str) -> list[dict[str, Any]]:
-    _member(conn, merchant_id, passenger_id)
+    get_member(conn, merchant_id=merchant_id, member_id=passenger_id)
     return [_consent_view(r) for r in repo.consents_of(conn, merchant_id, passenger_id)]
 
 
 def revoke_consent(conn: Connection, *, merchant_id: str, passenger_id: str, booker_id: str) -> None:
-    _member(conn, merchant_id, passenger_id)
+    get_member(conn, merchant_id=merchant_id, member_id=passenger_id)
     if not repo.delete_consent(conn, merchant_id, passenger_id, booker_id):
         raise NotFound(f"member {passenger_id} has not authorised {booker_id}")
 
 
 def issue_consent_code(conn: Connection, *, merchant_id: str, passenger_id: str) -> dict[str, Any]:
     """A single-use code the passenger hands to a booker; valid for 24 hours."""
-    passenger = _member(conn, merchant_id, passenger_id)
+    passenger = get_member(conn, merchant_id=merchant_id, member_id=passenger_id)
     if passenger["status"] != "active":
         raise MemberInactive(f"member is {passenger['status']}: cannot authorise bookings")
     now = utcnow()
@@ -198,7 +191,7 @@ def book(
     rules.check_request(passengers, points_per_passenger, codes)
     origin, destination = rules.parse_route(route)
     cabin_class = rules.parse_cabin(cabin)
-    booker = _member(conn, merchant_id, booker_id)
+    booker = get_member(conn, merchant_id=merchant_id, member_id=booker_id)
     if booker["status"] != "active":
         raise MemberInactive(f"member is {booker['status']}: no bookings")
     now = utcnow()
@@ -297,7 +290,7 @@ def get(conn: Connection, *, merchant_id: str, booking_id: str) -> dict[str, Any
 
 def of_member(conn: Connection, *, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
     """Bookings the member made or travels on, newest first."""
-    _member(conn, merchant_id, member_id)
+    get_member(conn, merchant_id=merchant_id, member_id=member_id)
     rows = repo.bookings_of(conn, merchant_id, member_id)
     tickets: dict[str, list[dict[str, Any]]] = {}
     for t in repo.tickets_of(conn, merchant_id, [r["id"] for r in rows]) if rows else []:

@@ -20,10 +20,10 @@ from patron.domain.ledger import Account, spending_order
 from patron.domain.program import Period, Program
 from patron.services.clock import utcnow
 from patron.services.events import period_window
+from patron.services.members import get_member
 from patron.services.programs import program_at
 from patron.services.tiers import tier_state
 from patron.storage import ledger as ledger_repo
-from patron.storage import members as members_repo
 from patron.storage import redemptions as repo
 from patron.storage.ids import new_id, random_code
 
@@ -46,13 +46,6 @@ def view(row: dict[str, Any]) -> dict[str, Any]:
         "settled_at": row["settled_at"],
         "fulfilment_status": row.get("fulfilment_status"),
     }
-
-
-def _member(conn: Connection, merchant_id: str, member_id: str) -> dict[str, Any]:
-    member = members_repo.get_member(conn, merchant_id, member_id)
-    if member is None:
-        raise NotFound(f"member {member_id} not found")
-    return member
 
 
 def _standing(
@@ -90,7 +83,7 @@ def reserve(
     conn: Connection, *, merchant_id: str, member_id: str, reward_id: str, location_id: str | None = None
 ) -> dict[str, Any]:
     """Reserve ``reward_id`` for the member: its cost moves from available to reserved."""
-    member = _member(conn, merchant_id, member_id)
+    member = get_member(conn, merchant_id=merchant_id, member_id=member_id)
     if member["status"] != "active":
         raise MemberInactive(f"member is {member['status']}: no redemptions")
     now = utcnow()
@@ -180,7 +173,7 @@ def pay_with_points(
     """Reserve ``points`` as a payment toward an order of ``order_amount`` minor units. The code
     grants a discount worth the points; send the purchase with that discount on its lines so that
     only the rest of the order earns."""
-    member = _member(conn, merchant_id, member_id)
+    member = get_member(conn, merchant_id=merchant_id, member_id=member_id)
     if member["status"] != "active":
         raise MemberInactive(f"member is {member['status']}: no redemptions")
     now = utcnow()
@@ -315,7 +308,7 @@ def validate_code(conn: Connection, *, merchant_id: str, code: str) -> dict[str,
     row = repo.by_code(conn, merchant_id, code.strip().upper())
     if row is None:
         raise NotFound("unknown code")
-    member = _member(conn, merchant_id, row["member_id"])
+    member = get_member(conn, merchant_id=merchant_id, member_id=row["member_id"])
     now = utcnow()
     reason = None
     try:
@@ -335,14 +328,14 @@ def get(conn: Connection, *, merchant_id: str, redemption_id: str) -> dict[str, 
 
 
 def of_member(conn: Connection, *, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
-    _member(conn, merchant_id, member_id)
+    get_member(conn, merchant_id=merchant_id, member_id=member_id)
     return [view(r) for r in repo.of_member(conn, merchant_id, member_id)]
 
 
 def catalogue(conn: Connection, *, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
     """The program's visible rewards, each with its cost for this member and whether they can
     reserve it now (and if not, why): what a till shows a member without a smartphone."""
-    member = _member(conn, merchant_id, member_id)
+    member = get_member(conn, merchant_id=merchant_id, member_id=member_id)
     now = utcnow()
     program, _ = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=now)
     out = []
