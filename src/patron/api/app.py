@@ -15,6 +15,7 @@ from patron.api.routes import (
     analytics,
     bookings,
     events,
+    exports,
     integrations,
     members,
     merchants,
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         bookings,
         integrations,
         analytics,
+        exports,
         merchants,
     )
     for module in modules:

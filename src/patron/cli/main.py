@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from patron.cli import events, imports, members, merchants, programs, web_commands
+from patron.cli import events, exports, imports, members, merchants, programs, web_commands
 from patron.cli.common import console, engine, err, handles_errors, unit
 from patron.cli.consume import consume
 
@@ -19,6 +19,7 @@ app.add_typer(members.app, name="members")
 app.add_typer(events.app, name="events")
 app.command("consume")(consume)
 app.add_typer(imports.app, name="import")
+app.add_typer(exports.app, name="export")
 app.add_typer(web_commands.users_app, name="users")
 members.app.command("login-link")(web_commands.members_login_link)
 db = typer.Typer(help="Database schema.", no_args_is_help=True)

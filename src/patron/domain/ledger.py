@@ -122,8 +122,9 @@ def balances_from_postings(
     """Fold postings into balances.
 
     ``lifetime_earned`` is the net of everything credited by earning and adjustments (the
-    negation of ``program:issued`` and ``program:adjustments``); ``expired`` and ``redeemed``
-    are the program-side totals of expiry and redemption.
+    negation of ``program:issued``, plus manual credits from ``program:adjustments``; a manual
+    debit is not an un-earning, like spending it leaves ``lifetime_earned`` alone); ``expired``
+    and ``redeemed`` are the program-side totals of expiry and redemption.
     """
     b = start or Balances()
     values = {
@@ -137,7 +138,7 @@ def balances_from_postings(
     }
     for p in postings:
         account, amount = (p.account, p.amount) if isinstance(p, Posting) else p
-        if account in (Account.ISSUED, Account.ADJUSTMENTS):
+        if account == Account.ISSUED or (account == Account.ADJUSTMENTS and amount < 0):
             values["lifetime_earned"] -= amount
         elif account == Account.EXPIRED:
             values["expired"] += amount
@@ -145,8 +146,8 @@ def balances_from_postings(
             values["redeemed"] += amount
         elif account == Account.DEBT:
             values["debt"] -= amount
-        elif account == Account.WRITTEN_OFF:
-            continue  # the program's loss, not a member figure
+        elif account in (Account.WRITTEN_OFF, Account.ADJUSTMENTS):
+            continue  # a write-off is the program's loss; a manual debit is not an un-earning
         else:
             values[str(account)] += amount
     return Balances(**values)

@@ -173,6 +173,7 @@ def lot_balances(
 
 def balances_as_of(conn: Connection, merchant_id: str, member_id: str, as_of: datetime) -> Balances:
     """Balances recomputed from postings that occurred at or before ``as_of``."""
+    negative = postings.c.amount < 0  # manual credits and debits count differently (see Balances)
     stmt = (
         select(postings.c.account, func.sum(postings.c.amount))
         .where(
@@ -180,7 +181,7 @@ def balances_as_of(conn: Connection, merchant_id: str, member_id: str, as_of: da
             postings.c.member_id == member_id,
             postings.c.occurred_at <= as_of,
         )
-        .group_by(postings.c.account)
+        .group_by(postings.c.account, negative)
     )
     return balances_from_postings((str(a), int(s)) for a, s in conn.execute(stmt))
 
@@ -258,6 +259,15 @@ def verify(conn: Connection, merchant_id: str | None = None) -> list[str]:
             func.sum(case((postings.c.account == account, postings.c.amount), else_=0)), 0
         )
 
+    manual_credits = -func.coalesce(
+        func.sum(
+            case(
+                (and_(postings.c.account == "program:adjustments", postings.c.amount < 0), postings.c.amount),
+                else_=0,
+            )
+        ),
+        0,
+    )
     sums = (
         select(
             postings.c.merchant_id,
@@ -266,7 +276,7 @@ def verify(conn: Connection, merchant_id: str | None = None) -> list[str]:
             total("pending").label("pending"),
             total("reserved").label("reserved"),
             total("debt", -1).label("debt"),
-            (total("program:issued", -1) + total("program:adjustments", -1)).label("lifetime_earned"),
+            (total("program:issued", -1) + manual_credits).label("lifetime_earned"),
             total("program:expired").label("expired"),
             total("program:redeemed").label("redeemed"),
         )
