@@ -22,6 +22,7 @@ from patron.api.routes import (
     milestones,
     programs,
     redemptions,
+    referrals,
     tickets,
     tiers,
 )
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         milestones,
         events,
         redemptions,
+        referrals,
         tickets,
         bookings,
         integrations,

@@ -170,6 +170,9 @@ class Program:
     referrer_points: int = 0
     referee_points: int = 0
     referral_min_spend: int = 0
+    referral_max_per_week: int | None = 10  # more completions in 7 days go to review
+    referral_max_days_to_first_purchase: int | None = None  # later first purchases go to review
+    referral_milestones: tuple[tuple[int, int], ...] = ()  # (completed referrals, bonus points)
     points_payment: PointsPayment | None = None
 
     @property

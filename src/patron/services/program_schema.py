@@ -451,6 +451,27 @@ class ReferralSpec(Strict):
     referrer_points: Points = 0
     referee_points: Points = 0
     min_spend: Money = Field(0, description="The first purchase must be at least this (minor units).")
+    max_per_week: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        10, description="More completed referrals than this in 7 days go to review; null: no limit."
+    )
+    max_days_to_first_purchase: Annotated[int, Field(ge=0, le=3650)] | None = Field(
+        None, description="A referee enrolled longer than this before the first purchase goes to review."
+    )
+
+    class Milestone(Strict):
+        """A bonus for the referrer when their completed referrals reach ``count``."""
+
+        count: Annotated[int, Field(ge=1, le=100_000)]
+        points: Points
+
+    milestones: Annotated[list[Milestone], Field(max_length=100)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct_milestones(self) -> ReferralSpec:
+        counts = [m.count for m in self.milestones]
+        if len(counts) != len(set(counts)):
+            raise ValueError("referral milestones must have distinct counts")
+        return self
 
 
 class ProgramSpec(Strict):
@@ -554,6 +575,13 @@ class ProgramSpec(Strict):
             referrer_points=self.referrals.referrer_points if self.referrals else 0,
             referee_points=self.referrals.referee_points if self.referrals else 0,
             referral_min_spend=self.referrals.min_spend if self.referrals else 0,
+            referral_max_per_week=self.referrals.max_per_week if self.referrals else 10,
+            referral_max_days_to_first_purchase=(
+                self.referrals.max_days_to_first_purchase if self.referrals else None
+            ),
+            referral_milestones=(
+                tuple((m.count, m.points) for m in self.referrals.milestones) if self.referrals else ()
+            ),
             points_payment=PointsPayment(**self.points_payment.model_dump()) if self.points_payment else None,
         )
 

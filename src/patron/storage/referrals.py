@@ -1,4 +1,4 @@
-"""Referrals completed (and revoked), one per referee."""
+"""Referrals, one per referee: completed, revoked, waiting for review, or rejected."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from patron.storage.tables import events, referrals
+from patron.storage.tables import events, members, referrals
 
 
 def of_referee(conn: Connection, merchant_id: str, referee_id: str) -> dict[str, Any] | None:
@@ -50,3 +50,89 @@ def prior_purchases(conn: Connection, merchant_id: str, member_id: str) -> int:
         events.c.merchant_id == merchant_id, events.c.member_id == member_id, events.c.type == "purchase"
     )
     return int(conn.execute(stmt).scalar() or 0)
+
+
+def completed_since(conn: Connection, merchant_id: str, referrer_id: str, since: datetime) -> list[datetime]:
+    """When the referrer's completed referrals qualified, from ``since`` on."""
+    stmt = select(referrals.c.completed_at).where(
+        referrals.c.merchant_id == merchant_id,
+        referrals.c.referrer_id == referrer_id,
+        referrals.c.status == "completed",
+        referrals.c.completed_at > since,
+    )
+    return [r[0] for r in conn.execute(stmt)]
+
+
+def count_completed(conn: Connection, merchant_id: str, referrer_id: str) -> int:
+    stmt = select(func.count()).where(
+        referrals.c.merchant_id == merchant_id,
+        referrals.c.referrer_id == referrer_id,
+        referrals.c.status == "completed",
+    )
+    return int(conn.execute(stmt).scalar() or 0)
+
+
+def milestone_counts(conn: Connection, merchant_id: str, referrer_id: str) -> list[int]:
+    """The referral milestones (by count) already credited to the referrer."""
+    stmt = select(referrals.c.milestones).where(
+        referrals.c.merchant_id == merchant_id,
+        referrals.c.referrer_id == referrer_id,
+        referrals.c.milestones.is_not(None),
+    )
+    return [int(m["count"]) for row in conn.execute(stmt) for m in (row[0] or [])]
+
+
+def set_review(
+    conn: Connection, merchant_id: str, referee_id: str, *, status: str, at: datetime, values: dict[str, Any]
+) -> bool:
+    """Move a referral out of review; False if it was no longer waiting for review."""
+    result = conn.execute(
+        update(referrals)
+        .where(
+            referrals.c.merchant_id == merchant_id,
+            referrals.c.referee_id == referee_id,
+            referrals.c.status == "review",
+        )
+        .values(status=status, reviewed_at=at, **values)
+    )
+    return result.rowcount == 1
+
+
+def add_milestones(
+    conn: Connection, merchant_id: str, referee_id: str, credited: list[dict[str, int]]
+) -> None:
+    conn.execute(
+        update(referrals)
+        .where(referrals.c.merchant_id == merchant_id, referrals.c.referee_id == referee_id)
+        .values(milestones=credited)
+    )
+
+
+def in_review(conn: Connection, merchant_id: str, program_id: str) -> list[dict[str, Any]]:
+    """The program's referrals waiting for review, oldest first."""
+    stmt = (
+        select(referrals)
+        .join(
+            members,
+            (members.c.merchant_id == referrals.c.merchant_id) & (members.c.id == referrals.c.referee_id),
+        )
+        .where(
+            referrals.c.merchant_id == merchant_id,
+            members.c.program_id == program_id,
+            referrals.c.status == "review",
+        )
+        .order_by(referrals.c.completed_at, referrals.c.referee_id)
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def payment_fingerprints(conn: Connection, merchant_id: str, member_id: str) -> set[str]:
+    """Payment fingerprints (``attributes.payment_fingerprint``) on the member's stored events."""
+    stmt = select(events.c.body).where(events.c.merchant_id == merchant_id, events.c.member_id == member_id)
+    found = set()
+    for (body,) in conn.execute(stmt):
+        attrs = body.get("attributes") if isinstance(body, dict) else None
+        value = attrs.get("payment_fingerprint") if isinstance(attrs, dict) else None
+        if isinstance(value, str) and value:
+            found.add(value)
+    return found

@@ -397,12 +397,15 @@ referrals = Table(
     Column("merchant_id", ID, nullable=False),
     Column("referee_id", ID, nullable=False),
     Column("referrer_id", ID, nullable=False),
-    Column("status", String(20), nullable=False),  # completed | revoked
+    Column("status", String(20), nullable=False),  # completed | revoked | review | rejected
     Column("event_id", ID, nullable=False),
     Column("referrer_points", BigInteger, nullable=False),
     Column("referee_points", BigInteger, nullable=False),
-    _ts("completed_at"),
+    _ts("completed_at"),  # when the qualifying purchase happened
     _ts("revoked_at", nullable=True),
+    Column("reason", String(100)),  # why it went to review
+    _ts("reviewed_at", nullable=True),  # when it was approved or rejected
+    Column("milestones", JSON),  # referral milestones this completion credited to the referrer
     PrimaryKeyConstraint("merchant_id", "referee_id"),
     Index(None, "merchant_id", "referrer_id"),
 )
