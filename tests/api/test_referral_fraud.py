@@ -69,6 +69,16 @@ def test_same_payment_fingerprint_is_a_self_referral(api: Api) -> None:
     assert_in_review(api, program, referrer, referee, out, "self_referral_payment")
 
 
+def test_the_qualifying_purchase_own_fingerprint_counts(api: Api) -> None:
+    program = referral_program(api)
+    referrer = api.member(program, email="old@example.com")
+    visit = {"type": "visit", "attributes": {"payment_fingerprint": "card-7"}}
+    api.event({"id": "v-1", "member_id": referrer, **visit, "occurred_at": "2026-02-01T10:00:00Z"})
+    referee = refer(api, program, referrer, "new@example.com")
+    out = api.event(purchase(referee, "o-1", MUG, attributes={"payment_fingerprint": "card-7"}))
+    assert_in_review(api, program, referrer, referee, out, "self_referral_payment")
+
+
 def test_a_referee_who_was_already_a_customer_is_held(api: Api) -> None:
     program = referral_program(api, max_days_to_first_purchase=0)
     referrer = api.member(program, email="old@example.com")

@@ -42,9 +42,11 @@ def on_purchase(
     at: datetime,
     amount: int,
     referee_debt: int,
+    fingerprint: str | None = None,
 ) -> tuple[Journal | None, dict[str, Any] | None]:
     """Complete the referral if this is the referee's first qualifying purchase. Returns the
-    referee's journal (for the caller's running balances) and what happened."""
+    referee's journal (for the caller's running balances) and what happened. ``fingerprint`` is
+    the purchase's own payment fingerprint, when it carries one."""
     referrer_id = referee.get("referred_by")
     if not referrer_id or not (program.referrer_points or program.referee_points):
         return None, None
@@ -55,7 +57,9 @@ def on_purchase(
     referrer = members_repo.get_member(conn, merchant_id, referrer_id)
     active = referrer is not None and referrer["status"] == "active"
     balances = ledger_repo.lock_balances(conn, merchant_id, referrer_id) if active else None
-    reason = _review_reason(conn, merchant_id, referee, referrer, program, at) if referrer else None
+    reason = (
+        _review_reason(conn, merchant_id, referee, referrer, program, at, fingerprint) if referrer else None
+    )
     row = {
         "merchant_id": merchant_id,
         "referee_id": referee["id"],
@@ -126,6 +130,7 @@ def _review_reason(
     referrer: dict[str, Any],
     program: Program,
     at: datetime,
+    fingerprint: str | None = None,
 ) -> str | None:
     """Why the referral must be reviewed before anyone is credited, or None."""
 
@@ -134,6 +139,8 @@ def _review_reason(
         own = (member.get("attributes") or {}).get("payment_fingerprint")
         if isinstance(own, str) and own:
             prints.add(own)
+        if member is referee and fingerprint:
+            prints.add(fingerprint)
         return rules.Party(
             email=member.get("email"), phone=member.get("phone"), fingerprints=frozenset(prints)
         )
