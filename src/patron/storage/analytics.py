@@ -240,3 +240,81 @@ def _points(
     )
     row = conn.execute(stmt).mappings().one()
     return {k: int(v) for k, v in row.items()}
+
+
+def liability(
+    conn: Connection, *, merchant_id: str, program_id: str, as_of: datetime, since: datetime
+) -> dict[str, int]:
+    """Points members hold at ``as_of`` (available, pending, reserved), their debt, and what was
+    redeemed and expired in ``[since, as_of)`` (for the breakage rate)."""
+    a, when = postings.c.account, postings.c.occurred_at
+
+    def total(condition: ColumnElement[bool], sign: int = 1) -> ColumnElement[Any]:
+        return func.coalesce(func.sum(case((condition, postings.c.amount * sign), else_=0)), 0)
+
+    held = [str(h) for h in (Account.AVAILABLE, Account.PENDING, Account.RESERVED)]
+    recent = when >= since
+    row = (
+        conn.execute(
+            select(
+                total(a.in_(held)).label("outstanding"),
+                total(a == str(Account.RESERVED)).label("reserved"),
+                total(a == str(Account.DEBT), -1).label("debt"),
+                total(and_(a == str(Account.REDEEMED), recent)).label("redeemed"),
+                total(and_(a == str(Account.EXPIRED), recent)).label("expired"),
+            )
+            .select_from(postings)
+            .join(
+                members,
+                and_(
+                    members.c.merchant_id == postings.c.merchant_id,
+                    members.c.id == postings.c.member_id,
+                    members.c.program_id == program_id,
+                ),
+            )
+            .where(postings.c.merchant_id == merchant_id, when <= as_of)
+        )
+        .mappings()
+        .one()
+    )
+    return {k: int(v) for k, v in row.items()}
+
+
+def usage(
+    conn: Connection, *, merchant_id: str, program_id: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """ "Loyalty visits" per location in ``[start, end)``: earning events and redemptions (the
+    location they were made at, or none)."""
+    from patron.storage.tables import redemptions
+
+    earns = (
+        select(events.c.location_id, func.count().label("earns"))
+        .where(
+            events.c.merchant_id == merchant_id,
+            events.c.program_id == program_id,
+            events.c.refers_to.is_(None),
+            events.c.points > 0,
+            events.c.occurred_at >= start,
+            events.c.occurred_at < end,
+        )
+        .group_by(events.c.location_id)
+    )
+    redeemed = (
+        select(redemptions.c.location_id, func.count().label("redemptions"))
+        .where(
+            redemptions.c.merchant_id == merchant_id,
+            redemptions.c.program_id == program_id,
+            redemptions.c.status == "redeemed",
+            redemptions.c.settled_at >= start,
+            redemptions.c.settled_at < end,
+        )
+        .group_by(redemptions.c.location_id)
+    )
+    out: dict[str | None, dict[str, Any]] = {}
+    for location, n in conn.execute(earns):
+        out.setdefault(location, {"location_id": location, "earns": 0, "redemptions": 0})["earns"] = int(n)
+    for location, n in conn.execute(redeemed):
+        out.setdefault(location, {"location_id": location, "earns": 0, "redemptions": 0})["redemptions"] = (
+            int(n)
+        )
+    return sorted(out.values(), key=lambda r: (r["location_id"] is None, r["location_id"] or ""))

@@ -228,3 +228,94 @@ def program_kpis(
         return {"start": first.isoformat(), "end": last.isoformat(), "timezone": program.timezone, **figures}
 
     return call.run(work, scope="read")
+
+
+@router.get("/programs/{program_id}/analytics/liability", summary="Outstanding points liability and breakage")
+def program_liability(
+    program_id: str,
+    call: CallDep,
+    cost_per_point: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=1_000_000,
+            description="What one redeemed point costs the merchant, in minor units. Default: the "
+            "value of a point in the program's `points_payment`, if it has one.",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """The points members hold now (`outstanding`: available, pending and reserved) and what they
+    are worth: `breakage_rate` is the share of points that left members' balances by expiring
+    rather than being redeemed over the last 12 months (0 when nothing left yet),
+    `expected_redemptions` = outstanding x (1 - breakage_rate), and `liability` =
+    expected_redemptions x `cost_per_point`, in minor units of the program currency. `debt` is what
+    members owe back (an asset, reported apart)."""
+
+    def work(conn: Connection, p: Principal) -> dict[str, Any]:
+        program, _, _ = _program(conn, p, program_id)
+        cost = cost_per_point
+        if cost is None and program.points_payment is not None:
+            cost = program.points_payment.per_amount / program.points_payment.points
+        if cost is None:
+            raise InvalidInput(
+                "give cost_per_point (minor units per point): the program has no points_payment "
+                "to take it from",
+                field="cost_per_point",
+            )
+        now = utcnow()
+        figures = repo.liability(
+            conn, merchant_id=p.merchant_id, program_id=program_id, as_of=now, since=now - timedelta(days=365)
+        )
+        left = figures["redeemed"] + figures["expired"]
+        breakage = figures["expired"] / left if left else 0.0
+        expected = figures["outstanding"] * (1 - breakage)
+        return {
+            "as_of": now,
+            "currency": program.currency,
+            "cost_per_point": cost,
+            "outstanding": figures["outstanding"],
+            "reserved": figures["reserved"],
+            "debt": figures["debt"],
+            "redeemed_12_months": figures["redeemed"],
+            "expired_12_months": figures["expired"],
+            "breakage_rate": round(breakage, 4),
+            "expected_redemptions": round(expected),
+            "liability": round(expected * cost),
+        }
+
+    return call.run(work, scope="read")
+
+
+@router.get("/programs/{program_id}/analytics/usage", summary="Loyalty visits per location")
+def program_usage(
+    program_id: str,
+    call: CallDep,
+    month: Annotated[
+        str | None, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM; default this month.")
+    ] = None,
+) -> JSONResponse:
+    """Usage metering for one calendar month in the program's timezone: per location, earning
+    events (`earns`) and redeemed rewards (`redemptions`), plus the month's enrolments."""
+
+    def work(conn: Connection, p: Principal) -> dict[str, Any]:
+        program, zone, today = _program(conn, p, program_id)
+        if month is None:
+            year, mon = today.year, today.month
+        else:
+            year, mon = int(month[:4]), int(month[5:])
+            if not 1 <= mon <= 12 or not EARLIEST.year <= year < LATEST.year:
+                raise InvalidInput(f"month {month} is not a month", field="month")
+        start = datetime(year, mon, 1, tzinfo=zone)
+        end = datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=zone)
+        rows = repo.usage(conn, merchant_id=p.merchant_id, program_id=program_id, start=start, end=end)
+        kpi = repo.kpis(conn, merchant_id=p.merchant_id, program_id=program_id, start=start, end=end)
+        return {
+            "month": f"{year:04d}-{mon:02d}",
+            "timezone": program.timezone,
+            "enrolments": kpi["new_members"],
+            "locations": rows,
+            "earns": sum(r["earns"] for r in rows),
+            "redemptions": sum(r["redemptions"] for r in rows),
+        }
+
+    return call.run(work, scope="read")
