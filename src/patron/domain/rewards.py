@@ -27,7 +27,7 @@ from patron.domain.errors import (
     RedemptionRedeemed,
     RewardUnavailable,
 )
-from patron.domain.ledger import Account, Journal, JournalKind, Lot, Posting
+from patron.domain.ledger import Account, Journal, JournalKind, Lot, Posting, draw
 
 
 class RewardKind(StrEnum):
@@ -176,17 +176,11 @@ def check_reservable(reward: RewardRule, s: Standing) -> int:
 
 def reservation(cost: int, lots: Sequence[Lot]) -> Journal:
     """Move ``cost`` from available to reserved, lot by lot (lots already in spending order)."""
-    postings: list[Posting] = []
-    left = cost
-    for lot in lots:
-        take = min(lot.remaining, left)
-        if take > 0:
-            postings += [Posting(Account.AVAILABLE, -take, lot.id), Posting(Account.RESERVED, take, lot.id)]
-            left -= take
-        if left == 0:
-            break
-    if left:
-        raise InsufficientPoints(f"needs {cost} points, {cost - left} available", needed=cost)
+    postings = [
+        posting
+        for lot_id, take in draw(lots, cost)
+        for posting in (Posting(Account.AVAILABLE, -take, lot_id), Posting(Account.RESERVED, take, lot_id))
+    ]
     return Journal(JournalKind.RESERVATION, tuple(postings), "reserved for a reward")
 
 

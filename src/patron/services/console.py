@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
-from patron.domain import tiers as tier_rules
 from patron.domain.errors import InvalidInput
 from patron.domain.ledger import Account
 from patron.services import redemptions, tiers
@@ -31,7 +30,6 @@ from patron.services.members import get_member, member_view, normalise_phone
 from patron.services.portal import history_page, lots, program_facts, tier_progress
 from patron.services.programs import list_programs, program_at
 from patron.storage import members as members_repo
-from patron.storage import tiers as tiers_repo
 from patron.storage import web as repo
 
 ACTIVE_DAYS = 90
@@ -104,16 +102,16 @@ def tier_population(
     counts: Counter[str | None] = Counter()
     if levels and people:
         assert domain.tiers is not None
-        column = tiers.METRIC_COLUMN[domain.tiers.metric]
-        ids = [m["id"] for m in people]
-        rows = tiers_repo.program_qualification_rows(conn, merchant_id, program["id"], ids, column)
-        given = tiers_repo.assignments_of_program(conn, merchant_id, program["id"])
+        rows, given = tiers.program_inputs(
+            conn,
+            merchant_id=merchant_id,
+            program_id=program["id"],
+            member_ids=[m["id"] for m in people],
+            metrics={domain.tiers.metric},
+        )
         for m in people:
-            mine = [tier_rules.QualRow(*r) for r in rows.get(m["id"], [])]
-            found = [
-                tier_rules.Assignment(a["tier_id"], a["starts_at"], a["ends_at"], a["reason"])
-                for a in given.get(m["id"], [])
-            ]
+            mine = rows[domain.tiers.metric].get(m["id"], [])
+            found = given.get(m["id"], [])
             state = tiers.evaluate(domain, m, mine, at, found)
             counts[state.level.id if state and state.level else None] += 1
     return {

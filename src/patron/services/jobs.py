@@ -239,9 +239,9 @@ def _requalify(
     """
     from zoneinfo import ZoneInfo
 
-    from patron.domain.tiers import QualRow, history
+    from patron.domain.tiers import history
     from patron.services.programs import program_at
-    from patron.services.tiers import METRIC_COLUMN
+    from patron.services.tiers import program_inputs
     from patron.storage import tiers as tiers_repo
 
     members = changes = 0
@@ -258,24 +258,19 @@ def _requalify(
                 if not batch:
                     break
                 ids = [b["id"] for b in batch]
-                column = METRIC_COLUMN[program.tiers.metric]
-                rows = tiers_repo.program_qualification_rows(conn, m, program_id, ids, column)
-                given = tiers_repo.assignments_of_program(conn, m, program_id)
+                rows, given = program_inputs(
+                    conn, merchant_id=m, program_id=program_id, member_ids=ids, metrics={program.tiers.metric}
+                )
                 known = tiers_repo.recorded_changes(conn, m, ids)
                 new_rows = []
                 for member in batch:
-                    from patron.domain.tiers import Assignment
-
                     _, moves = history(
                         program.tiers,
-                        [QualRow(*r) for r in rows[member["id"]]],
+                        rows[program.tiers.metric][member["id"]],
                         as_of=as_of,
                         tz=ZoneInfo(program.timezone),
                         enrolled_at=member["enrolled_at"],
-                        assignments=[
-                            Assignment(a["tier_id"], a["starts_at"], a["ends_at"], a["reason"])
-                            for a in given.get(member["id"], [])
-                        ],
+                        assignments=given.get(member["id"], []),
                     )
                     for c in moves:
                         if (

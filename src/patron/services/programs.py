@@ -15,8 +15,6 @@ from patron.services.program_schema import ProgramSpec
 from patron.storage import programs as repo
 from patron.storage.ids import new_id
 
-EPOCH_NOTE = "Version 1 also governs events that occurred before the program was created."
-
 
 def validate_spec(body: Any) -> ProgramSpec:
     try:

@@ -324,11 +324,6 @@ def check_in(conn: Connection, *, merchant_id: str, code: str) -> dict[str, Any]
     }
 
 
-def qr_svg(conn: Connection, *, merchant_id: str, ticket_id: str) -> str:
-    """The ticket's code as a QR code, an SVG document."""
-    return render_qr(_ticket_row(conn, merchant_id, ticket_id)["code"])
-
-
 def render_qr(code: str) -> str:
     out = io.BytesIO()
     segno.make(code, error="m", micro=False).save(out, kind="svg", scale=4, border=2)

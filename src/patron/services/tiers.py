@@ -38,11 +38,33 @@ def qualification_rows(
     ]
 
 
+def assignment_of(row: dict[str, Any]) -> rules.Assignment:
+    return rules.Assignment(row["tier_id"], row["starts_at"], row["ends_at"], row["reason"])
+
+
 def assignments(conn: Connection, *, merchant_id: str, member_id: str) -> list[rules.Assignment]:
-    return [
-        rules.Assignment(a["tier_id"], a["starts_at"], a["ends_at"], a["reason"])
-        for a in repo.assignments_of(conn, merchant_id, member_id)
-    ]
+    return [assignment_of(a) for a in repo.assignments_of(conn, merchant_id, member_id)]
+
+
+def program_inputs(
+    conn: Connection, *, merchant_id: str, program_id: str, member_ids: list[str], metrics: set[str]
+) -> tuple[dict[str, dict[str, list[rules.QualRow]]], dict[str, list[rules.Assignment]]]:
+    """What folding many members' tiers needs, in one query per metric plus one: their
+    qualification rows (by metric, then member) and their assignments (by member)."""
+    rows = {
+        metric: {
+            member_id: [rules.QualRow(*r) for r in found]
+            for member_id, found in repo.program_qualification_rows(
+                conn, merchant_id, program_id, member_ids, METRIC_COLUMN[metric]
+            ).items()
+        }
+        for metric in metrics
+    }
+    given = {
+        member_id: [assignment_of(a) for a in found]
+        for member_id, found in repo.assignments_of_program(conn, merchant_id, program_id, member_ids).items()
+    }
+    return rows, given
 
 
 def evaluate(
@@ -215,13 +237,14 @@ def preview(
     from patron.storage import members as members_repo
 
     people = members_repo.find_members(conn, merchant_id, program_id=program_id, limit=10_000_000)
-    ids = [m["id"] for m in people]
-    columns = {METRIC_COLUMN[p.tiers.metric] for p in (current, proposed) if p.tiers}
-    rows = {c: repo.program_qualification_rows(conn, merchant_id, program_id, ids, c) for c in columns}
-    given = {
-        member_id: [rules.Assignment(a["tier_id"], a["starts_at"], a["ends_at"], a["reason"]) for a in found]
-        for member_id, found in repo.assignments_of_program(conn, merchant_id, program_id).items()
-    }
+    metrics = {p.tiers.metric for p in (current, proposed) if p.tiers}
+    rows, given = program_inputs(
+        conn,
+        merchant_id=merchant_id,
+        program_id=program_id,
+        member_ids=[m["id"] for m in people],
+        metrics=metrics,
+    )
     moves: list[dict[str, Any]] = []
     counts = {"up": 0, "down": 0, "same": 0}
     for member in people:
@@ -230,8 +253,9 @@ def preview(
             if p.tiers is None:
                 levels.append(None)
                 continue
-            mine = [rules.QualRow(*r) for r in rows[METRIC_COLUMN[p.tiers.metric]][member["id"]]]
-            state = evaluate(p, member, mine, as_of, given.get(member["id"], []))
+            state = evaluate(
+                p, member, rows[p.tiers.metric][member["id"]], as_of, given.get(member["id"], [])
+            )
             levels.append(state.level if state else None)
         before, after = levels
         if (before.id if before else None) == (after.id if after else None):

@@ -8,8 +8,6 @@ a debit) cannot interleave with another writer. PostgreSQL serialises writers pe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +57,3 @@ def migrate(engine: Engine) -> None:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7420001)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")  # feature branches of the schema may each have a head
-
-
-@contextmanager
-def transaction(engine: Engine) -> Iterator[Connection]:
-    """One unit of work: commits on success, rolls back on any exception."""
-    with engine.begin() as conn:
-        yield conn

@@ -52,13 +52,6 @@ def lines_of(conn: Connection, merchant_id: str, event_id: str) -> list[dict[str
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
-def rules_of(conn: Connection, merchant_id: str, event_id: str) -> list[dict[str, Any]]:
-    stmt = select(event_rules).where(
-        event_rules.c.merchant_id == merchant_id, event_rules.c.event_id == event_id
-    )
-    return [dict(r) for r in conn.execute(stmt).mappings()]
-
-
 def reversed_lines(conn: Connection, merchant_id: str, event_id: str) -> list[dict[str, Any]]:
     """What reversals (refunds, cancels) of ``event_id`` already took back, per line."""
     stmt = (

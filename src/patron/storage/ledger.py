@@ -39,22 +39,20 @@ def create_balances(conn: Connection, merchant_id: str, member_id: str) -> None:
     )
 
 
-def lock_balances(conn: Connection, merchant_id: str, member_id: str) -> Balances:
-    """The member's cached balances, locked for the rest of the transaction (PostgreSQL)."""
+def cached_balances(conn: Connection, merchant_id: str, member_id: str, *, lock: bool = False) -> Balances:
+    """The member's cached balances; with ``lock``, locked for the rest of the transaction
+    (PostgreSQL; SQLite's single writer already serialises)."""
     stmt = select(*[member_balances.c[c] for c in BALANCE_COLUMNS]).where(
         member_balances.c.merchant_id == merchant_id, member_balances.c.member_id == member_id
     )
-    if conn.dialect.name == "postgresql":
+    if lock and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    row = conn.execute(stmt).mappings().one()
-    return Balances(**row)
-
-
-def cached_balances(conn: Connection, merchant_id: str, member_id: str) -> Balances:
-    stmt = select(*[member_balances.c[c] for c in BALANCE_COLUMNS]).where(
-        member_balances.c.merchant_id == merchant_id, member_balances.c.member_id == member_id
-    )
     return Balances(**conn.execute(stmt).mappings().one())
+
+
+def lock_balances(conn: Connection, merchant_id: str, member_id: str) -> Balances:
+    """The member's cached balances, locked for the rest of the transaction."""
+    return cached_balances(conn, merchant_id, member_id, lock=True)
 
 
 def write_journal(

@@ -45,13 +45,6 @@ def revoke(conn: Connection, merchant_id: str, referee_id: str, at: datetime) ->
     )
 
 
-def prior_purchases(conn: Connection, merchant_id: str, member_id: str) -> int:
-    stmt = select(func.count()).where(
-        events.c.merchant_id == merchant_id, events.c.member_id == member_id, events.c.type == "purchase"
-    )
-    return int(conn.execute(stmt).scalar() or 0)
-
-
 def completed_since(conn: Connection, merchant_id: str, referrer_id: str, since: datetime) -> list[datetime]:
     """When the referrer's completed referrals qualified, from ``since`` on."""
     stmt = select(referrals.c.completed_at).where(

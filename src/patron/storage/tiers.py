@@ -95,8 +95,9 @@ def program_qualification_rows(
 
 
 def assignments_of_program(
-    conn: Connection, merchant_id: str, program_id: str
+    conn: Connection, merchant_id: str, program_id: str, member_ids: list[str] | None = None
 ) -> dict[str, list[dict[str, Any]]]:
+    """Tier assignments of a program's members (of a batch of them, when ``member_ids`` is short)."""
     out: dict[str, list[dict[str, Any]]] = {}
     stmt = (
         select(tier_assignments)
@@ -110,6 +111,8 @@ def assignments_of_program(
         .where(tier_assignments.c.merchant_id == merchant_id, members.c.program_id == program_id)
         .order_by(tier_assignments.c.starts_at)
     )
+    if member_ids is not None and len(member_ids) <= 1000:
+        stmt = stmt.where(tier_assignments.c.member_id.in_(member_ids))
     for row in conn.execute(stmt).mappings():
         out.setdefault(row["member_id"], []).append(dict(row))
     return out
