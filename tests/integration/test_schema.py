@@ -64,11 +64,14 @@ def test_the_migrations_build_exactly_the_tables_the_code_declares(engine: Engin
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    import patron.storage.bookings
-    import patron.storage.integrations
-    import patron.storage.tickets
-    import patron.storage.web  # noqa: F401  (their tables join the shared metadata)
+    import importlib
+    import pkgutil
+
+    import patron.storage
     from patron.storage.tables import metadata
+
+    for module in pkgutil.iter_modules(patron.storage.__path__):  # their tables join the metadata
+        importlib.import_module(f"patron.storage.{module.name}")
 
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), metadata)
