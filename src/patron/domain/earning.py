@@ -57,6 +57,7 @@ class Event:
     amount: int | None = None  # a visit's spend, for visit rules with a minimum
     distance_miles: float | None = None  # a flight's great-circle distance
     fare_class: str | None = None
+    fare: int | None = None  # a flight's fare in minor units, for revenue-based miles
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,9 @@ class Context:
     """What the earning rules need to know about the member, gathered by the caller."""
 
     tier: TierLevel | None = None
-    action_counts: Mapping[str, int] = field(default_factory=dict)  # rule id -> prior awards
+    # rule id -> prior awards in the rule's window: an action's limit period; for visit and
+    # punch-card rules with once_per_day, that day at that location
+    action_counts: Mapping[str, int] = field(default_factory=dict)
     earned_in_cap_period: int = 0
 
 
@@ -83,6 +86,8 @@ class EarnResult:
     rules: tuple[tuple[str, int], ...]
     qualifying_amount: int
     capped: str | None = None  # "reduced" or "rejected" when a cap applied
+    status_miles: int = 0  # a flight's miles before any status bonus: the status currency
+    punched: tuple[str, ...] = ()  # punch-card rules this event punches
 
 
 def line_amount(line: Line, program: Program) -> int:
@@ -189,6 +194,9 @@ def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
                 add(ln.id, rule.id, Fraction(rule.points * ln.quantity))
 
     event_awards: list[tuple[str, int]] = []
+    flight_bonus: list[tuple[str, Fraction]] = []
+    punched: list[str] = []
+    status_miles = 0
     for rule in rules:
         if rule.type == RuleType.ORDER and event.type == "purchase":
             if total_amount > 0 and total_amount >= rule.min_spend:
@@ -197,7 +205,9 @@ def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
             if rule.threshold > 0 and total_amount >= rule.threshold:
                 event_awards.append((rule.id, rule.points))
         elif rule.type == RuleType.VISIT and event.type == "visit":
-            if (event.amount or 0) >= rule.min_spend:
+            if (event.amount or 0) >= rule.min_spend and not (
+                rule.once_per_day and ctx.action_counts.get(rule.id, 0)
+            ):
                 event_awards.append((rule.id, rule.points))
         elif rule.type == RuleType.ACTION and event.type == rule.action:
             done = ctx.action_counts.get(rule.id, 0)
@@ -206,13 +216,28 @@ def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
         elif rule.type == RuleType.DISTANCE and event.type == "flight":
             percent = dict(rule.percent_by_fare_class).get(event.fare_class or "")
             if percent and event.distance_miles:
-                event_awards.append((rule.id, flight_miles(event.distance_miles, percent)))
+                miles = flight_miles(event.distance_miles, percent)
+                status_miles += miles
+                event_awards.append((rule.id, miles))
+                if rule.tier_bonus and ctx.tier is not None and ctx.tier.multiplier > 1:
+                    flight_bonus.append((f"tier:{ctx.tier.id}", miles * (ctx.tier.multiplier - 1)))
+        elif rule.type == RuleType.REVENUE and event.type == "flight" and event.fare:
+            rates = dict(rule.miles_by_tier)
+            rate = rates.get(ctx.tier.id, rates.get("")) if ctx.tier is not None else rates.get("")
+            if rate:
+                flight_bonus.append((rule.id, Fraction(event.fare * rate, rule.per_amount)))
+        elif rule.type == RuleType.PUNCH_CARD and event.type in ("visit", "purchase"):
+            spent = total_amount if event.type == "purchase" else (event.amount or 0)
+            if spent >= rule.min_spend and not (rule.once_per_day and ctx.action_counts.get(rule.id, 0)):
+                punched.append(rule.id)
     for rule_id, points in event_awards:
         if total_amount > 0:
             for ln in lines:
                 add(ln.id, rule_id, Fraction(points * amounts[ln.id], total_amount))
         else:
             add(EVENT_LINE, rule_id, Fraction(points))
+    for rule_id, exact in flight_bonus:
+        add(EVENT_LINE, rule_id, exact)
 
     exact_total = sum((v for c in contrib.values() for v in c.values()), Fraction(0))
     capped = None
@@ -242,6 +267,8 @@ def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
         rules=tuple((r, p) for r, p in rule_points.items() if p),
         qualifying_amount=total_amount,
         capped=capped,
+        status_miles=status_miles,
+        punched=tuple(punched),
     )
 
 

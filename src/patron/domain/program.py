@@ -25,6 +25,8 @@ class RuleType(StrEnum):
     BONUS = "bonus"
     ACTION = "action"
     DISTANCE = "distance"
+    REVENUE = "revenue"
+    PUNCH_CARD = "punch_card"
 
 
 class CapMode(StrEnum):
@@ -66,7 +68,15 @@ class Rule:
     * ``bonus``: ``points`` once when a purchase's eligible amount reaches ``threshold``;
     * ``action``: ``points`` for the custom event ``action``, at most ``limit_count`` times
       per ``limit_per``;
-    * ``distance``: ``percent_by_fare_class`` of the great-circle miles of a flight.
+    * ``distance``: ``percent_by_fare_class`` of the great-circle miles of a flight, times the
+      tier's multiplier when ``tier_bonus`` (the status bonus); the miles before the bonus are
+      the flight's status miles;
+    * ``revenue``: miles per ``per_amount`` minor units of a flight's fare, at the rate of the
+      tier held at the time of travel (``miles_by_tier``; the key ``""`` is the rate without a
+      tier);
+    * ``punch_card``: each qualifying ``visit`` or ``purchase`` (at least ``min_spend``) punches
+      the card; every ``punches``-th punch issues the reward ``reward_id``. With ``once_per_day``
+      (also for ``visit``), one punch or visit award per day (program timezone) per location.
     """
 
     id: str
@@ -83,6 +93,12 @@ class Rule:
     limit_count: int | None = None
     limit_per: Period = Period.LIFETIME
     percent_by_fare_class: tuple[tuple[str, int], ...] = ()
+    tier_bonus: bool = False
+    miles_by_tier: tuple[tuple[str, int], ...] = ()
+    punches: int = 0
+    reward_id: str | None = None
+    once_per_day: bool = False
+    valid_days: int = 30  # how long a punch card's reward stays valid
     target: Targeting = field(default_factory=Targeting)
 
     def matches_line(self, sku: str | None, category: str | None) -> bool:
@@ -128,7 +144,7 @@ class TierLevel:
 
 @dataclass(frozen=True, slots=True)
 class Tiers:
-    metric: str = "qualifying_spend"  # qualifying_spend | status_points | visits
+    metric: str = "qualifying_spend"  # qualifying_spend | status_points | visits | status_miles | segments
     period: str = "calendar_year"  # calendar_year | rolling_12_months | anniversary
     downgrade: str = "one_level"  # none | one_level | recompute
     levels: tuple[TierLevel, ...] = ()
@@ -181,6 +197,9 @@ class Program:
 
     def reward(self, reward_id: str) -> RewardRule | None:
         return next((r for r in self.rewards if r.id == reward_id), None)
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
 
     def actions(self) -> frozenset[str]:
         return frozenset(r.action for r in self.rules if r.type == RuleType.ACTION and r.action)

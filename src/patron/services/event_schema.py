@@ -91,6 +91,8 @@ class EventIn(BaseModel):
         elif self.type == "flight":
             if not (self.origin and self.destination):
                 raise ValueError("a flight needs origin and destination (IATA codes)")
+            if self.origin == self.destination:
+                raise ValueError(f"a flight cannot leave from and land at the same airport ({self.origin})")
         elif lines:
             raise ValueError(f"a {self.type} event takes no items")
         return self

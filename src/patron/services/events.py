@@ -38,7 +38,7 @@ from patron.domain.ledger import (
     spending_order,
     take_back,
 )
-from patron.domain.program import Period, Program, RuleType
+from patron.domain.program import Period, Program, Rule, RuleType
 from patron.domain.tiers import Assignment, QualRow, next_level
 from patron.domain.travel import great_circle_miles
 from patron.services import milestones, referrals
@@ -59,6 +59,7 @@ from patron.services.tiers import (
 from patron.storage import events as repo
 from patron.storage import ledger as ledger_repo
 from patron.storage import members as members_repo
+from patron.storage import punch_cards as punch_repo
 from patron.storage.ids import new_id
 
 BUILTIN_TYPES = frozenset({"purchase", "refund", "cancel", "visit", "flight"})
@@ -207,6 +208,7 @@ def domain_event(ev: EventIn, occurred_at: datetime) -> earning.Event:
         if ev.type == "flight" and ev.origin and ev.destination
         else None,
         fare_class=ev.fare_class,
+        fare=ev.fare,
     )
 
 
@@ -233,9 +235,11 @@ def earning_context(
     at: datetime,
     rows: list[QualRow] | None = None,
     given: list[Assignment] | None = None,
+    location_id: str | None = None,
 ) -> earning.Context:
     """What the rules need to know about the member at ``at``: the tier held then (before this
-    event), prior awards of rules with frequency limits, and points earned in the cap period."""
+    event), prior awards of rules with frequency limits (for once-a-day visit and punch-card
+    rules: that day at ``location_id``), and points earned in the cap period."""
     if member is None:
         return earning.Context()
     tz = ZoneInfo(program.timezone)
@@ -249,6 +253,16 @@ def earning_context(
         if rule.type == RuleType.ACTION and rule.limit_count is not None:
             start, end = period_window(rule.limit_per, at, tz)
             counts[rule.id] = repo.action_count(conn, merchant_id, member["id"], rule.id, start, end)
+        elif rule.type in (RuleType.VISIT, RuleType.PUNCH_CARD) and rule.once_per_day:
+            start, end = period_window(Period.DAY, at, tz)
+            if rule.type == RuleType.VISIT:
+                counts[rule.id] = repo.action_count(
+                    conn, merchant_id, member["id"], rule.id, start, end, location_id=location_id
+                )
+            else:
+                counts[rule.id] = punch_repo.punched_between(
+                    conn, merchant_id, member["id"], rule.id, location_id, start, end
+                )
     earned = 0
     if program.caps.per_member is not None:
         start, end = period_window(program.caps.per_member_period, at, tz)
@@ -261,7 +275,7 @@ def earning_context(
 def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     program = ctx.program
     context = earning_context(
-        ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at, ctx.rows, ctx.given
+        ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at, ctx.rows, ctx.given, ev.location_id
     )
     ctx.tier_id = context.tier.id if context.tier else None
     res = earning.earn(program, domain_event(ev, ctx.occurred_at), context)
@@ -301,7 +315,10 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         spend=res.qualifying_amount if ev.type == "purchase" else 0,
         status_points=res.points,
         visits=1 if ev.type in ("purchase", "visit") else 0,
+        status_miles=res.status_miles,
+        segments=1 if ev.type == "flight" else 0,
     )
+    cards = [_punch(ctx, program.rule(rule_id), event_id, ev.location_id) for rule_id in res.punched]
     reached = []
     for milestone, at in milestones.due_after_event(
         ctx.conn,
@@ -355,6 +372,10 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         "program_version": ctx.version,
         "member": _member_json(ctx, qual),
     }
+    if ev.type == "flight":
+        result["status_miles"] = res.status_miles
+    if cards:
+        result["punch_cards"] = cards
     repo.insert_event(
         ctx.conn,
         row=_event_row(ctx, ev, event_id, digest, body, res.points, result, refers_to=None),
@@ -380,11 +401,85 @@ def _release_journal(lot_id: str, points: int) -> Journal:
     )
 
 
+def _punch(ctx: _Ctx, rule: Rule | None, event_id: str, location_id: str | None) -> dict[str, Any]:
+    """Punch the member's card of ``rule``; every ``punches``-th punch issues its reward, free."""
+    assert rule is not None and rule.reward_id is not None
+    total = punch_repo.total(ctx.conn, ctx.merchant_id, ctx.member["id"], rule.id) + 1
+    reward = None
+    if total % rule.punches == 0:
+        from patron.services import redemptions  # it reads this module's period windows
+
+        reward = redemptions.grant(
+            ctx.conn,
+            merchant_id=ctx.merchant_id,
+            member=ctx.member,
+            program=ctx.program,
+            reward_id=rule.reward_id,
+            at=ctx.occurred_at,
+            valid_days=rule.valid_days,
+        )
+    punch_repo.insert_punch(
+        ctx.conn,
+        {
+            "merchant_id": ctx.merchant_id,
+            "id": new_id("pch"),
+            "member_id": ctx.member["id"],
+            "rule_id": rule.id,
+            "event_id": event_id,
+            "location_id": location_id,
+            "delta": 1,
+            "total": total,
+            "redemption_id": reward["id"] if reward else None,
+            "occurred_at": ctx.occurred_at,
+            "created_at": ctx.now,
+        },
+    )
+    card = {"rule_id": rule.id, "punches": total % rule.punches, "required": rule.punches}
+    if reward is not None:
+        card["reward"] = {"redemption_id": reward["id"], "reward_id": rule.reward_id, "code": reward["code"]}
+    return card
+
+
+def _unpunch(ctx: _Ctx, orig_event_id: str, event_id: str) -> None:
+    """A fully reversed visit or purchase takes its punches back (a reward it filled stays)."""
+    for p in punch_repo.of_event(ctx.conn, ctx.merchant_id, orig_event_id):
+        if p["delta"] != 1:
+            continue
+        total = punch_repo.total(ctx.conn, ctx.merchant_id, p["member_id"], p["rule_id"]) - 1
+        punch_repo.insert_punch(
+            ctx.conn,
+            {
+                **p,
+                "id": new_id("pch"),
+                "event_id": event_id,
+                "delta": -1,
+                "total": total,
+                "redemption_id": None,
+                "occurred_at": ctx.occurred_at,
+                "created_at": ctx.now,
+            },
+        )
+
+
 def _qualify(
-    ctx: _Ctx, event_id: str, *, period_at: datetime, spend: int, status_points: int, visits: int
+    ctx: _Ctx,
+    event_id: str,
+    *,
+    period_at: datetime,
+    spend: int,
+    status_points: int,
+    visits: int,
+    status_miles: int = 0,
+    segments: int = 0,
 ) -> QualRow:
     """Record what the event counts towards tiers; the row of the program's own metric back."""
-    values = {"spend": spend, "status_points": status_points, "visits": visits}
+    values = {
+        "spend": spend,
+        "status_points": status_points,
+        "visits": visits,
+        "status_miles": status_miles,
+        "segments": segments,
+    }
     repo.insert_qualification(
         ctx.conn,
         merchant_id=ctx.merchant_id,
@@ -521,7 +616,11 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         spend=-sum(d.amount for d in deltas) if orig["type"] == "purchase" else 0,
         status_points=-points,
         visits=-1 if all_back and orig["type"] in ("purchase", "visit") else 0,
+        status_miles=-int(orig["result"].get("status_miles", 0)) if all_back else 0,
+        segments=-1 if all_back and orig["type"] == "flight" else 0,
     )
+    if all_back and orig["type"] in ("purchase", "visit"):
+        _unpunch(ctx, orig["id"], event_id)
     result = {
         "id": ev.id,
         "type": ev.type,
@@ -572,7 +671,11 @@ def calculate(conn: Connection, *, merchant_id: str, body: Any) -> dict[str, Any
     program, version = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=at)
     if ev.type not in BUILTIN_TYPES and ev.type not in program.actions():
         raise InvalidInput(f"unknown event type {ev.type!r}", field="type")
-    res = earning.earn(program, domain_event(ev, at), earning_context(conn, merchant_id, member, program, at))
+    res = earning.earn(
+        program,
+        domain_event(ev, at),
+        earning_context(conn, merchant_id, member, program, at, location_id=ev.location_id),
+    )
     balances = ledger_repo.cached_balances(conn, merchant_id, member["id"])
     near: list[dict[str, Any]] = []
     for rule in program.rules:
@@ -591,6 +694,8 @@ def calculate(conn: Connection, *, merchant_id: str, body: Any) -> dict[str, Any
             "qualifying_spend": res.qualifying_amount,
             "status_points": res.points,
             "visits": 1,
+            "status_miles": res.status_miles,
+            "segments": int(ev.type == "flight"),
         }[program.tiers.metric]
         nxt = next_level(program.tiers, state.level, state.value + gain)
         if nxt is not None:

@@ -118,14 +118,45 @@ class ItemPointsRule(RuleBase):
 
 
 class VisitRule(RuleBase):
-    """Fixed ``points`` per ``visit`` event whose ``amount`` is at least ``min_spend``."""
+    """Fixed ``points`` per ``visit`` event whose ``amount`` is at least ``min_spend``; at most
+    one visit a day per location unless ``once_per_day`` is false."""
 
     type: Literal["visit"]
     points: Points
     min_spend: Money = 0
+    once_per_day: bool = Field(True, description="One award per day (program timezone) per location.")
 
     def to_domain(self) -> d.Rule:
-        return d.Rule(type=d.RuleType.VISIT, points=self.points, min_spend=self.min_spend, **self.common())
+        return d.Rule(
+            type=d.RuleType.VISIT,
+            points=self.points,
+            min_spend=self.min_spend,
+            once_per_day=self.once_per_day,
+            **self.common(),
+        )
+
+
+class PunchCardRule(RuleBase):
+    """A punch card: each ``visit`` or ``purchase`` of at least ``min_spend`` is a punch, and
+    every ``punches``-th punch issues the reward ``reward_id`` (free, valid ``valid_days``)."""
+
+    type: Literal["punch_card"]
+    punches: Annotated[int, Field(ge=1, le=1000, description="Punches that fill the card.")]
+    reward_id: Slug
+    min_spend: Money = 0
+    once_per_day: bool = Field(True, description="One punch per day (program timezone) per location.")
+    valid_days: Annotated[int, Field(ge=1, le=3650)] = Field(30, description="Days the reward stays valid.")
+
+    def to_domain(self) -> d.Rule:
+        return d.Rule(
+            type=d.RuleType.PUNCH_CARD,
+            punches=self.punches,
+            reward_id=self.reward_id,
+            min_spend=self.min_spend,
+            once_per_day=self.once_per_day,
+            valid_days=self.valid_days,
+            **self.common(),
+        )
 
 
 class OrderRule(RuleBase):
@@ -186,12 +217,33 @@ class DistanceRule(RuleBase):
 
     type: Literal["distance"]
     percent_by_fare_class: dict[str, Annotated[int, Field(ge=0, le=1000)]]
+    tier_bonus: bool = Field(
+        False,
+        description="Status bonus: award miles times the multiplier of the tier held when flying. "
+        "Status miles (the tier metric `status_miles`) never include the bonus.",
+    )
 
     def to_domain(self) -> d.Rule:
         return d.Rule(
             type=d.RuleType.DISTANCE,
             percent_by_fare_class=tuple(sorted(self.percent_by_fare_class.items())),
+            tier_bonus=self.tier_bonus,
             **self.common(),
+        )
+
+
+class RevenueRule(RuleBase):
+    """Revenue-based miles: ``miles_by_tier[tier]`` miles per ``per_amount`` minor units of a
+    flight's ``fare``, by the tier held at the time of travel (``"default"``: without a tier)."""
+
+    type: Literal["revenue"]
+    miles_by_tier: Annotated[dict[str, Annotated[int, Field(ge=0, le=1000)]], Field(min_length=1)]
+    per_amount: Annotated[int, Field(ge=1, le=10**9)] = 100
+
+    def to_domain(self) -> d.Rule:
+        rates = tuple(sorted(("" if k == "default" else k, v) for k, v in self.miles_by_tier.items()))
+        return d.Rule(
+            type=d.RuleType.REVENUE, miles_by_tier=rates, per_amount=self.per_amount, **self.common()
         )
 
 
@@ -203,7 +255,9 @@ RuleSpec = Annotated[
     | OrderRule
     | BonusRule
     | ActionRule
-    | DistanceRule,
+    | DistanceRule
+    | RevenueRule
+    | PunchCardRule,
     Field(discriminator="type"),
 ]
 
@@ -220,7 +274,11 @@ class TierLevelSpec(Strict):
 
 
 class TiersSpec(Strict):
-    metric: Literal["qualifying_spend", "status_points", "visits"] = "qualifying_spend"
+    metric: Literal["qualifying_spend", "status_points", "visits", "status_miles", "segments"] = Field(
+        "qualifying_spend",
+        description="qualifying_spend (minor units), status_points (points earned), visits, "
+        "status_miles (flight miles before any status bonus) or segments (flights).",
+    )
     period: Literal["calendar_year", "rolling_12_months", "anniversary"] = "calendar_year"
     downgrade: Literal["none", "one_level", "recompute"] = "one_level"
     grace_days: Annotated[int, Field(ge=0)] = Field(
@@ -508,6 +566,19 @@ class ProgramSpec(Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _rule_references(self) -> ProgramSpec:
+        rewards = {r.id for r in self.rewards}
+        levels = {lv.id for lv in self.tiers.levels} if self.tiers else set()
+        for rule in self.earning_rules:
+            if isinstance(rule, PunchCardRule) and rule.reward_id not in rewards:
+                raise ValueError(f"punch card {rule.id!r}: the program has no reward {rule.reward_id!r}")
+            if isinstance(rule, RevenueRule):
+                unknown = sorted(set(rule.miles_by_tier) - levels - {"default"})
+                if unknown:
+                    raise ValueError(f"revenue rule {rule.id!r}: unknown tier(s) {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="after")
     def _expiry_tiers(self) -> ProgramSpec:

@@ -161,6 +161,46 @@ def _hold(
     return view(row)
 
 
+def grant(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member: dict[str, Any],
+    program: Program,
+    reward_id: str,
+    at: datetime,
+    valid_days: int,
+) -> dict[str, Any]:
+    """Issue ``reward_id`` to the member free (a filled punch card): a code valid ``valid_days``
+    from ``at``, holding no points. Redeemed at the till like any reservation."""
+    reward = program.reward(reward_id)
+    if reward is None:
+        raise UnknownReward(f"the program has no reward {reward_id!r}", field="reward_id")
+    code = random_code(CODE_LENGTH)
+    while repo.code_taken(conn, merchant_id, code):
+        code = random_code(CODE_LENGTH)
+    row = {
+        "merchant_id": merchant_id,
+        "id": new_id("rdm"),
+        "member_id": member["id"],
+        "program_id": member["program_id"],
+        "reward_id": reward.id,
+        "code": code,
+        "points": 0,
+        "status": rules.Status.RESERVED.value,
+        "grants": rules_grants(reward, program),
+        "location_id": None,
+        "reserve_journal_id": None,
+        "settle_journal_id": None,
+        "fulfilment_status": None,
+        "reserved_at": at,
+        "expires_at": at + timedelta(days=valid_days),
+        "settled_at": None,
+    }
+    repo.insert_redemption(conn, row)
+    return view(row)
+
+
 def pay_with_points(
     conn: Connection,
     *,
@@ -260,21 +300,23 @@ def _settle(
     ledger_repo.lock_balances(conn, merchant_id, row["member_id"])
     row = _load(conn, merchant_id, row["id"], None)  # re-read under the member's lock
     rules.check_transition(row["status"], target, expires_at=row["expires_at"], now=now)
-    journal = rules.settle(
-        repo.held(conn, merchant_id, row["reserve_journal_id"]), status=target, reason=reason
-    )
-    _, version = program_at(conn, merchant_id=merchant_id, program_id=row["program_id"], at=now)
     at = min(now, row["expires_at"]) if target == rules.Status.EXPIRED else now
-    journal_id = ledger_repo.write_journal(
-        conn,
-        journal,
-        merchant_id=merchant_id,
-        member_id=row["member_id"],
-        program_id=row["program_id"],
-        program_version=version,
-        occurred_at=at,
-        created_at=now,
-    )
+    journal_id = None
+    if row["reserve_journal_id"] is not None:  # a reward granted free holds no points
+        journal = rules.settle(
+            repo.held(conn, merchant_id, row["reserve_journal_id"]), status=target, reason=reason
+        )
+        _, version = program_at(conn, merchant_id=merchant_id, program_id=row["program_id"], at=now)
+        journal_id = ledger_repo.write_journal(
+            conn,
+            journal,
+            merchant_id=merchant_id,
+            member_id=row["member_id"],
+            program_id=row["program_id"],
+            program_version=version,
+            occurred_at=at,
+            created_at=now,
+        )
     repo.settle(conn, merchant_id, row["id"], status=target.value, journal_id=journal_id, at=at)
     if target == rules.Status.REDEEMED and row["grants"].get("kind") == "physical_gift":
         repo.set_fulfilment(conn, merchant_id, row["id"], "ordered")

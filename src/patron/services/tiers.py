@@ -20,7 +20,13 @@ from patron.storage import events as events_repo
 from patron.storage import tiers as repo
 from patron.storage.ids import new_id
 
-METRIC_COLUMN = {"qualifying_spend": "spend", "status_points": "status_points", "visits": "visits"}
+METRIC_COLUMN = {
+    "qualifying_spend": "spend",
+    "status_points": "status_points",
+    "visits": "visits",
+    "status_miles": "status_miles",
+    "segments": "segments",
+}
 
 
 def qualification_rows(

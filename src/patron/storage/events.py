@@ -98,8 +98,11 @@ def action_count(
     rule_id: str,
     start: datetime | None,
     end: datetime | None,
+    *,
+    location_id: str | None = None,
 ) -> int:
-    """How many of the member's events earned from ``rule_id`` in ``[start, end)``."""
+    """How many of the member's events earned from ``rule_id`` in ``[start, end)`` (at
+    ``location_id`` when given)."""
     stmt = (
         select(func.count())
         .select_from(event_rules)
@@ -121,6 +124,8 @@ def action_count(
         stmt = stmt.where(events.c.occurred_at >= start)
     if end is not None:
         stmt = stmt.where(events.c.occurred_at < end)
+    if location_id is not None:
+        stmt = stmt.where(events.c.location_id == location_id)
     return int(conn.execute(stmt).scalar() or 0)
 
 

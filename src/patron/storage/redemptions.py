@@ -88,7 +88,13 @@ def held(conn: Connection, merchant_id: str, journal_id: str) -> list[tuple[str,
 
 
 def settle(
-    conn: Connection, merchant_id: str, redemption_id: str, *, status: str, journal_id: str, at: datetime
+    conn: Connection,
+    merchant_id: str,
+    redemption_id: str,
+    *,
+    status: str,
+    journal_id: str | None,
+    at: datetime,
 ) -> None:
     conn.execute(
         update(redemptions)

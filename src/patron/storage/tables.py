@@ -233,6 +233,8 @@ qualifications = Table(
     Column("spend", BigInteger, nullable=False),
     Column("status_points", BigInteger, nullable=False),
     Column("visits", BigInteger, nullable=False),
+    Column("status_miles", BigInteger, nullable=False, server_default="0"),
+    Column("segments", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("merchant_id", "event_id"),
     Index(None, "merchant_id", "member_id", "period_at"),
 )
@@ -316,7 +318,7 @@ redemptions = Table(
     Column("status", String(20), nullable=False),
     Column("grants", JSON, nullable=False),
     Column("location_id", String(100)),
-    Column("reserve_journal_id", ID, nullable=False),
+    Column("reserve_journal_id", ID),  # none for a reward granted free (a filled punch card)
     Column("settle_journal_id", ID),
     Column("fulfilment_status", String(20)),
     _ts("reserved_at"),

@@ -88,6 +88,19 @@ def update_member(member_id: str, body: MemberUpdate, call: CallDep) -> JSONResp
     return call.run(work, scope="write")
 
 
+@router.get("/members/{member_id}/punch-cards")
+def member_punch_cards(member_id: str, call: CallDep) -> JSONResponse:
+    """The member's punch cards: punches on the current card, how many remain to the reward,
+    and how many cards were filled."""
+
+    def work(conn, p):  # type: ignore[no-untyped-def]
+        from patron.services.punch_cards import cards_of
+
+        return {"data": cards_of(conn, merchant_id=p.merchant_id, member_id=member_id)}
+
+    return call.run(work, scope="read")
+
+
 @router.get("/members/{member_id}/ledger")
 def member_ledger(
     member_id: str,
