@@ -115,6 +115,50 @@ def test_velocity_limit_holds_the_referral_over_it(api: Api) -> None:
     assert [r["referee_id"] for r in queue(api, program)] == [referees[2]]
 
 
+@pytest.mark.parametrize(
+    "placed_by",
+    [
+        {"customer_email": "ADVOCATE@example.com"},  # checked out with the advocate's own email
+        {"device_id": "iphone-42"},  # from the phone the advocate orders with
+        {"shipping_address": "12 Oak Street, Springfield"},  # shipped to the advocate
+    ],
+)
+def test_an_order_the_advocate_placed_is_held(api: Api, placed_by: dict[str, str]) -> None:
+    program = referral_program(api)
+    referrer = api.member(
+        program, email="advocate@example.com", attributes={"address": "12 oak street springfield"}
+    )
+    api.event(purchase(referrer, "own-1", MUG, attributes={"device_id": "iphone-42"}))
+    referee = refer(api, program, referrer, "friend@example.com")
+    out = api.event(purchase(referee, "o-1", MUG, attributes=placed_by))
+    assert out["referral"]["status"] == "review" and out["referral"]["reason"] == "advocate_placed_order"
+    assert api.points(referrer)["available"] == 30  # only the advocate's own purchase
+    assert [r["reason"] for r in queue(api, program)] == ["advocate_placed_order"]
+
+
+def test_an_order_from_the_friend_own_device_completes(api: Api) -> None:
+    program = referral_program(api)
+    referrer = api.member(program, email="advocate2@example.com")
+    api.event(purchase(referrer, "own-2", MUG, attributes={"device_id": "iphone-42"}))
+    referee = refer(api, program, referrer, "friend2@example.com")
+    out = api.event(purchase(referee, "o-2", MUG, attributes={"device_id": "pixel-7"}))
+    assert out["referral"]["status"] == "completed"
+
+
+def test_velocity_from_one_address_holds_the_referral_over_it(api: Api) -> None:
+    """Three advocates each refer someone at one flat within a week: the third is held."""
+    program = referral_program(api, max_per_week=2)
+    outs = []
+    for i in range(3):
+        referrer = api.member(program, email=f"adv{i}@example.com")
+        referee = refer(
+            api, program, referrer, f"flat{i}@example.com", attributes={"address": "Flat 2, 9 Mill Lane"}
+        )
+        outs.append(api.event(purchase(referee, f"f-{i}", MUG, occurred_at=f"2026-03-0{i + 1}T10:00:00Z")))
+    assert [o["referral"]["status"] for o in outs] == ["completed", "completed", "review"]
+    assert outs[2]["referral"]["reason"] == "velocity_address"
+
+
 def held_referral(api: Api, **settings: Any) -> tuple[str, str, str]:
     program = referral_program(api, **settings)
     referrer = api.member(program, email="jo@example.com")

@@ -14,7 +14,9 @@ SELF_EMAIL = "self_referral_email"
 SELF_PHONE = "self_referral_phone"
 SELF_PAYMENT = "self_referral_payment"
 VELOCITY = "velocity"
+VELOCITY_ADDRESS = "velocity_address"
 EXISTING_CUSTOMER = "existing_customer"
+ADVOCATE_ORDER = "advocate_placed_order"
 
 _GMAIL = {"gmail.com", "googlemail.com"}
 
@@ -38,6 +40,38 @@ class Party:
     email: str | None
     phone: str | None
     fingerprints: frozenset[str] = frozenset()
+    devices: frozenset[str] = frozenset()  # device ids and IP addresses seen on their orders
+    addresses: frozenset[str] = frozenset()  # normalised postal addresses
+
+
+def normalise_address(address: str | None) -> str | None:
+    """An address compared loosely: case folded, punctuation dropped, spaces collapsed."""
+    if not address:
+        return None
+    kept = "".join(ch if ch.isalnum() else " " for ch in address.casefold())
+    return " ".join(kept.split()) or None
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """Who placed the qualifying order, as far as the order says."""
+
+    email: str | None = None
+    devices: frozenset[str] = frozenset()
+    address: str | None = None
+
+
+def advocate_placed(order: Order, referrer: Party) -> bool:
+    """True if the referee's qualifying order was placed by the referrer: with the referrer's
+    email, from a device or IP address seen on the referrer's orders, or shipped to the
+    referrer's address."""
+    mine = email_identity(order.email)
+    if mine is not None and mine == email_identity(referrer.email):
+        return True
+    if order.devices & referrer.devices:
+        return True
+    address = normalise_address(order.address)
+    return address is not None and address in referrer.addresses
 
 
 def self_referral(referee: Party, referrer: Party) -> str | None:
@@ -75,13 +109,20 @@ def review_reason(
     at: datetime,
     max_per_week: int | None,
     max_days_to_first_purchase: int | None,
+    order: Order | None = None,
+    address_completed_at: Iterable[datetime] = (),
 ) -> str | None:
-    """The first check the referral trips (self-referral, velocity, existing customer), or None."""
+    """The first check the referral trips (self-referral, an order the advocate placed,
+    velocity per advocate and per referee address, existing customer), or None."""
     reason = self_referral(referee, referrer)
     if reason:
         return reason
+    if order is not None and advocate_placed(order, referrer):
+        return ADVOCATE_ORDER
     if too_fast(referrer_completed_at, at, max_per_week):
         return VELOCITY
+    if referee.addresses and too_fast(address_completed_at, at, max_per_week):
+        return VELOCITY_ADDRESS
     if existing_customer(referee_enrolled_at, at, max_days_to_first_purchase):
         return EXISTING_CUSTOMER
     return None

@@ -355,6 +355,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
             amount=res.qualifying_amount,
             referee_debt=ctx.after.debt,
             fingerprint=fp if isinstance(fp := ev.attributes.get("payment_fingerprint"), str) else None,
+            order=dict(ev.attributes),
         )
         if journal is not None:
             ctx.after = ctx.after.apply(journal.postings)

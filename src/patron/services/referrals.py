@@ -43,10 +43,12 @@ def on_purchase(
     amount: int,
     referee_debt: int,
     fingerprint: str | None = None,
+    order: dict[str, Any] | None = None,
 ) -> tuple[Journal | None, dict[str, Any] | None]:
     """Complete the referral if this is the referee's first qualifying purchase. Returns the
     referee's journal (for the caller's running balances) and what happened. ``fingerprint`` is
-    the purchase's own payment fingerprint, when it carries one."""
+    the purchase's own payment fingerprint, when it carries one; ``order`` its attributes (who
+    placed it: ``customer_email``, ``device_id``, ``ip_address``, ``shipping_address``)."""
     referrer_id = referee.get("referred_by")
     if not referrer_id or not (program.referrer_points or program.referee_points):
         return None, None
@@ -58,7 +60,9 @@ def on_purchase(
     active = referrer is not None and referrer["status"] == "active"
     balances = ledger_repo.lock_balances(conn, merchant_id, referrer_id) if active else None
     reason = (
-        _review_reason(conn, merchant_id, referee, referrer, program, at, fingerprint) if referrer else None
+        _review_reason(conn, merchant_id, referee, referrer, program, at, fingerprint, order or {})
+        if referrer
+        else None
     )
     row = {
         "merchant_id": merchant_id,
@@ -131,27 +135,55 @@ def _review_reason(
     program: Program,
     at: datetime,
     fingerprint: str | None = None,
+    order: dict[str, Any] | None = None,
 ) -> str | None:
     """Why the referral must be reviewed before anyone is credited, or None."""
 
     def party(member: dict[str, Any]) -> rules.Party:
         prints = repo.payment_fingerprints(conn, merchant_id, member["id"])
-        own = (member.get("attributes") or {}).get("payment_fingerprint")
+        attrs = member.get("attributes") or {}
+        own = attrs.get("payment_fingerprint")
         if isinstance(own, str) and own:
             prints.add(own)
         if member is referee and fingerprint:
             prints.add(fingerprint)
+        devices, shipped = repo.order_marks(conn, merchant_id, member["id"])
+        addresses = {
+            rules.normalise_address(a) for a in (*shipped, attrs.get("address")) if isinstance(a, str)
+        }
         return rules.Party(
-            email=member.get("email"), phone=member.get("phone"), fingerprints=frozenset(prints)
+            email=member.get("email"),
+            phone=member.get("phone"),
+            fingerprints=frozenset(prints),
+            devices=frozenset(devices),
+            addresses=frozenset(a for a in addresses if a),
         )
 
+    order = order or {}
+    placed = rules.Order(
+        email=order.get("customer_email") if isinstance(order.get("customer_email"), str) else None,
+        devices=frozenset(
+            f"{key}:{order[key]}" for key in ("device_id", "ip_address") if isinstance(order.get(key), str)
+        ),
+        address=order.get("shipping_address") if isinstance(order.get("shipping_address"), str) else None,
+    )
+    week = at - timedelta(days=7)
     recent = (
-        repo.completed_since(conn, merchant_id, referrer["id"], at - timedelta(days=7))
+        repo.completed_since(conn, merchant_id, referrer["id"], week)
         if program.referral_max_per_week is not None
         else []
     )
+    referee_party = party(referee)
+    same_address: list[datetime] = []
+    if program.referral_max_per_week is not None and referee_party.addresses:
+        for completed_at, attrs in repo.completed_at_addresses(conn, merchant_id, week):
+            address = rules.normalise_address((attrs or {}).get("address"))
+            if address in referee_party.addresses:
+                same_address.append(completed_at)
     return rules.review_reason(
-        referee=party(referee),
+        referee=referee_party,
+        order=placed,
+        address_completed_at=same_address,
         referrer=party(referrer),
         referee_enrolled_at=referee["enrolled_at"],
         referrer_completed_at=recent,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, select, update
 
 from patron.storage.tables import events, members, referrals
 
@@ -54,6 +54,39 @@ def completed_since(conn: Connection, merchant_id: str, referrer_id: str, since:
         referrals.c.completed_at > since,
     )
     return [r[0] for r in conn.execute(stmt)]
+
+
+def completed_at_addresses(conn: Connection, merchant_id: str, since: datetime) -> list[tuple[datetime, Any]]:
+    """(completed_at, referee attributes) of referrals completed from ``since`` on, any advocate."""
+    stmt = (
+        select(referrals.c.completed_at, members.c.attributes)
+        .join(
+            members,
+            and_(members.c.merchant_id == referrals.c.merchant_id, members.c.id == referrals.c.referee_id),
+        )
+        .where(
+            referrals.c.merchant_id == merchant_id,
+            referrals.c.status == "completed",
+            referrals.c.completed_at > since,
+        )
+    )
+    return [(r[0], r[1]) for r in conn.execute(stmt)]
+
+
+def order_marks(conn: Connection, merchant_id: str, member_id: str) -> tuple[set[str], set[str]]:
+    """Device ids and IP addresses, and shipping addresses, on the member's stored events."""
+    stmt = select(events.c.body).where(events.c.merchant_id == merchant_id, events.c.member_id == member_id)
+    devices, addresses = set(), set()
+    for (body,) in conn.execute(stmt):
+        attrs = body.get("attributes") if isinstance(body, dict) else None
+        if not isinstance(attrs, dict):
+            continue
+        for key in ("device_id", "ip_address"):
+            if isinstance(attrs.get(key), str) and attrs[key]:
+                devices.add(f"{key}:{attrs[key]}")
+        if isinstance(attrs.get("shipping_address"), str):
+            addresses.add(attrs["shipping_address"])
+    return devices, addresses
 
 
 def count_completed(conn: Connection, merchant_id: str, referrer_id: str) -> int:
