@@ -253,3 +253,28 @@ def test_another_merchants_program_is_404_and_reading_needs_admin(
         params={"since": "2026-03-05T00:00:00Z", "until": "2026-03-01T00:00:00Z"},
     )
     assert r.status_code in (400, 422), r.text
+
+
+def test_parquet_files_hold_the_same_rows_typed(story: Story, cli: Cli, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    for kind in ("members", "ledger", "events"):
+        csv_file, parquet_file = tmp_path / f"{kind}.csv", tmp_path / f"{kind}.parquet"
+        assert cli.run(kind, str(csv_file), "--program", story.program).exit_code == 0
+        result = cli.run(kind, str(parquet_file), "--program", story.program)
+        assert result.exit_code == 0, result.output
+        table = pq.read_table(parquet_file)
+        assert table.column_names == list(exports.COLUMNS[kind])
+        from_csv = read(csv_file)
+        assert table.num_rows == len(from_csv) and f"wrote {len(from_csv):,} {kind} rows" in result.stdout
+        if kind == "ledger":
+            assert table.schema.field("points").type == "int64"
+            sums: dict[tuple[str, str], int] = defaultdict(int)
+            for row in table.to_pylist():
+                sums[(row["member_id"], row["account"])] += row["points"]
+            for member_id in story.members():
+                points = story.api.points(member_id)
+                assert {a: sums[(member_id, a)] for a in ACCOUNTS} == {a: points[a] for a in ACCOUNTS}
+        if kind == "members":
+            ann = next(r for r in table.to_pylist() if r["id"] == story.ann)
+            assert ann["enrolled_at"].tzinfo is not None and ann["name"] == "Ann, Zoë"

@@ -1,4 +1,4 @@
-"""``patron export``: a program's members, ledger and events as CSV files."""
+"""``patron export``: a program's members, ledger and events as CSV or Parquet files."""
 
 from __future__ import annotations
 
@@ -24,12 +24,17 @@ from patron.cli.common import (
 from patron.services import exports as service
 
 app = typer.Typer(
-    help="Export a program's members, ledger and events as CSV files (UTF-8, with a header row).",
+    help="Export a program's members, ledger and events as CSV files (UTF-8, with a header row), "
+    "or as Parquet when FILE ends in .parquet.",
     no_args_is_help=True,
 )
 
 FileArg = Annotated[
-    Path, typer.Argument(help="The CSV file to write (replaced if it exists).", dir_okay=False)
+    Path,
+    typer.Argument(
+        help="The file to write (replaced if it exists): CSV, or Parquet when it ends in .parquet.",
+        dir_okay=False,
+    ),
 ]
 ProgramOpt = Annotated[str, typer.Option("--program", "-p", help="Program id.")]
 SinceOpt = Annotated[str | None, typer.Option("--since", help="From this RFC 3339 time or date (inclusive).")]
@@ -118,9 +123,14 @@ def _export(
             ) as bar,
         ):
             task = bar.add_task(f"{kind} to {file.name}", total=total or None)
-            written = service.write(
-                handle, export, service.rows(conn, export), lambda n: bar.advance(task, n)
-            )
+            if file.suffix.lower() == ".parquet":
+                written = service.write_parquet(
+                    str(part), export, service.records(conn, export), lambda n: bar.advance(task, n)
+                )
+            else:
+                written = service.write(
+                    handle, export, service.rows(conn, export), lambda n: bar.advance(task, n)
+                )
         os.replace(part, file)
     except OSError as exc:
         part.unlink(missing_ok=True)
