@@ -25,7 +25,7 @@ from patron.api.app import create_app
 from patron.api.routes.integrations import router
 from patron.config import Settings
 from patron.integrations import shopify, square, stripe, woocommerce
-from tests.conftest import SHARED_DATA, Api
+from tests.conftest import SHARED_DATA, Api, bean_rewards
 
 PUBLIC_URL = "https://loyalty.example.com"
 SECRET = "test_secret_local_only"
@@ -549,3 +549,64 @@ def test_stripe_paid_checkout_earns_once(hooks: TestClient, api: Api) -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def test_stripe_invoices_renew_a_paid_membership_once_and_cancellation_ends_it(
+    hooks: TestClient, api: Api
+) -> None:
+    shop = Shop(hooks, api, "stripe")
+    plans = [
+        {"id": "plus", "name": "Plus", "fee": 999, "currency": "USD", "interval": "month", "tier": "gold"}
+    ]
+    r = shop.api.put(f"/v1/programs/{shop.program}", bean_rewards(membership_plans=plans))
+    assert r.status_code == 200, r.text
+    member = shop.api.member(shop.program, email="sub@example.com")
+    first_paid = int(time.time()) - 60
+    r = shop.api.post(
+        f"/v1/members/{member}/memberships",
+        {
+            "plan_id": "plus",
+            "external_id": "sub_42",
+            "payment": {
+                "amount": 999,
+                "currency": "USD",
+                "paid_at": datetime.fromtimestamp(first_paid, UTC).isoformat(),
+                "external_ref": "stripe:in_1",
+            },
+        },
+    )
+    assert r.status_code == 201, r.text
+    membership = r.json()["id"]
+
+    def invoice(invoice_id: str, subscription: str, paid_at: int) -> dict[str, Any]:
+        return {
+            "id": f"evt_{invoice_id}",
+            "type": "invoice.paid",
+            "created": paid_at,
+            "data": {
+                "object": {
+                    "id": invoice_id,
+                    "object": "invoice",
+                    "subscription": subscription,
+                    "amount_paid": 999,
+                    "currency": "usd",
+                    "status_transitions": {"paid_at": paid_at},
+                }
+            },
+        }
+
+    renewal = invoice("in_2", "sub_42", first_paid + 30)
+    assert shop.stripe(renewal).json()["status"] == "processed"
+    assert shop.stripe({**renewal, "id": "evt_again"}).status_code == 200  # same invoice, new event id
+    seen = shop.api.get(f"/v1/memberships/{membership}").json()
+    assert seen["fees"]["periods_paid"] == 2 and len(seen["payments"]) == 2
+    assert shop.stripe(invoice("in_9", "sub_other", first_paid)).json()["status"] in ("ignored", "processed")
+    assert len(shop.api.get(f"/v1/memberships/{membership}").json()["payments"]) == 2
+    cancelled = {
+        "id": "evt_cancel",
+        "type": "customer.subscription.deleted",
+        "created": first_paid + 40,
+        "data": {"object": {"id": "sub_42", "object": "subscription", "status": "canceled"}},
+    }
+    assert shop.stripe(cancelled).status_code == 200
+    assert shop.api.get(f"/v1/memberships/{membership}").json()["state"] == "cancelled"

@@ -61,11 +61,11 @@ def test_global_tables_point_only_at_global_tables(engine: Engine) -> None:
 
 
 def test_the_migrations_build_exactly_the_tables_the_code_declares(engine: Engine) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
     import importlib
     import pkgutil
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
 
     import patron.storage
     from patron.storage.tables import metadata

@@ -14,17 +14,24 @@ from patron.api import errors
 from patron.api.routes import (
     analytics,
     bookings,
+    cases,
     events,
     exports,
+    households,
+    insights,
     integrations,
     members,
+    memberships,
     merchants,
     milestones,
+    preferences,
     programs,
     redemptions,
     referrals,
+    surveys,
     tickets,
     tiers,
+    webhook_endpoints,
 )
 from patron.config import Settings, get_settings
 from patron.storage.db import make_engine, migrate
@@ -105,14 +112,22 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         redemptions,
         referrals,
         tickets,
+        preferences,
         bookings,
+        households,
         integrations,
         analytics,
+        insights,
         exports,
         merchants,
+        webhook_endpoints,
+        surveys,
+        cases,
+        memberships,
     )
     for module in modules:
         app.include_router(module.router, prefix="/v1")
+    app.include_router(preferences.public_router)  # /unsubscribe/{token}: the link in every email
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from patron.cli import events, exports, imports, members, merchants, programs, web_commands
+from patron.cli import events, exports, imports, members, merchants, programs, web_commands, webhooks
 from patron.cli.common import console, engine, err, handles_errors, unit
 from patron.cli.consume import consume
+from patron.cli.reports import app as reports_app
 
 app = typer.Typer(help="Patron: an open-source customer loyalty engine.", no_args_is_help=True)
 app.add_typer(merchants.app, name="merchants")
@@ -20,7 +21,9 @@ app.add_typer(events.app, name="events")
 app.command("consume")(consume)
 app.add_typer(imports.app, name="import")
 app.add_typer(exports.app, name="export")
+app.add_typer(reports_app, name="report")
 app.add_typer(web_commands.users_app, name="users")
+app.add_typer(webhooks.app, name="webhooks")
 members.app.command("login-link")(web_commands.members_login_link)
 db = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
@@ -34,7 +37,8 @@ def run_job(
     name: Annotated[
         str,
         typer.Argument(
-            help="release-pending, expire-points, lapse-reservations, requalify-tiers or milestones."
+            help="release-pending, expire-points, lapse-reservations, requalify-tiers, milestones, "
+            "notifications, at-risk, dividends or memberships."
         ),
     ],
     as_of: Annotated[str | None, typer.Option("--as-of", help="RFC 3339 time; default now.")] = None,
@@ -53,8 +57,9 @@ def run_job(
     ) as bar:
         task = bar.add_task(name, total=None)
         result = run(engine(), name, as_of=at, merchant_id=merchant, progress=lambda n: bar.advance(task, n))
-    summary = f"{result.points} points in {result.lots} lots of {result.members} members"
-    console.print(f"{name} as of {at.isoformat()}: {summary}")
+    from patron.services.jobs import summary
+
+    console.print(f"{name} as of {at.isoformat()}: {summary(result)}")
 
 
 @app.command()
@@ -105,20 +110,18 @@ def worker(
 
     from patron.domain.errors import Conflict
     from patron.services.clock import utcnow
-    from patron.services.jobs import JOBS
+    from patron.services.jobs import JOBS, scheduled_time, summary
     from patron.services.jobs import run_job as run
 
     while True:
         for name in JOBS:
-            at = utcnow()
+            at = scheduled_time(name, utcnow())
             try:
                 result = run(engine(), name, as_of=at)
             except Conflict as exc:
                 err.print(f"{name}: {exc.detail}")
                 continue
-            console.print(
-                f"{at.isoformat(timespec='seconds')} {name}: {result.points} points, {result.lots} items"
-            )
+            console.print(f"{at.isoformat(timespec='seconds')} {name}: {summary(result)}")
         if once:
             return
         time.sleep(interval)

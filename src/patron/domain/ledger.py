@@ -68,6 +68,7 @@ class JournalKind(StrEnum):
     REDEMPTION = "redemption"
     CANCELLATION = "cancellation"
     LAPSE = "lapse"
+    HOUSEHOLD_TRANSFER = "household_transfer"  # member available -> member available (pooling)
 
 
 def display_points(account: str, amount: int) -> int:

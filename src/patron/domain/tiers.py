@@ -98,12 +98,19 @@ def requalify(tiers: Tiers, held: TierLevel | None, value: int) -> TierLevel | N
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """A tier given by hand (manual or invite-only): a floor from ``start`` until ``end``."""
+    """A tier given by hand (manual or invite-only) or by a paid plan: a floor from ``start``
+    until ``end``.
+
+    ``held``: once given, the level is the member's like a level reached, and when the
+    assignment ends the period rules place them (a manual tier is never revoked mid-period).
+    Not ``held`` (a plan's tier): a floor only while in force; when it ends the member is back
+    at the level they earned."""
 
     tier_id: str
     start: datetime
     end: datetime | None = None
     reason: str = "assigned"
+    held: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +203,26 @@ def history(
     periods = periods_between(tiers, first, as_of, tz=tz, enrolled_at=enrolled_at)
     grace = timedelta(days=tiers.grace_days)
     value = 0
+    # What the member earned by the metric, held by the period rules; the tier shown is the
+    # higher of it and the assignments in force at the moment (a floor, never "earned": when an
+    # assignment ends, the member is back at what they earned).
+    earned = level
+
+    def effective(at: datetime) -> TierLevel | None:
+        floor = _floor(tiers, assignments, at)
+        return floor if _above(tiers, floor, earned) else earned
+
     for start, end in periods:
         in_period = sorted((r for r in rows if start <= r.period_at < end), key=lambda r: r.recorded_at)
-        marks = sorted(
-            [(r.recorded_at, 0, r) for r in in_period]
-            + [(a.start, 1, a) for a in assignments if start <= a.start < end and a.start <= as_of],
-            key=lambda m: (m[0], m[1]),
-        )
+        marks: list[tuple[datetime, int, QualRow | Assignment | None]] = [
+            (r.recorded_at, 0, r) for r in in_period
+        ]
+        for a in assignments:
+            if start <= a.start < end and a.start <= as_of:
+                marks.append((a.start, 1, a))
+            if a.end is not None and start <= a.end < end and a.end <= as_of:
+                marks.append((a.end, 2, None))
+        marks.sort(key=lambda m: (m[0], m[1]))
         running = 0
         reached_here: TierLevel | None = None  # the highest level crossed within this period
         for at, _, item in marks:
@@ -211,27 +231,33 @@ def history(
                 reached = tiers.reached(running)
                 if _above(tiers, reached, reached_here):
                     reached_here = reached
-                if _above(tiers, reached, level):
+                if _above(tiers, reached, earned):
                     assert reached is not None
-                    why = f"reached {tiers.metric} {running} (threshold {reached.threshold})"
-                    move(reached, max(at, start), why, "event", item.source)
+                    earned = reached
+                    if _above(tiers, earned, level):
+                        why = f"reached {tiers.metric} {running} (threshold {reached.threshold})"
+                        move(earned, max(at, start), why, "event", item.source)
             else:
-                lv = tiers.level(item.tier_id)
-                if _above(tiers, lv, level):
-                    move(lv, item.start, item.reason, "assignment")
+                if isinstance(item, Assignment) and item.held:
+                    given = tiers.level(item.tier_id)
+                    if _above(tiers, given, earned):
+                        earned = given
+                shown = effective(at)
+                if shown != level:
+                    why = item.reason if isinstance(item, Assignment) else "assignment ended"
+                    move(shown, at, why, "assignment")
         value = running
         decided = end + grace
         if end <= as_of and decided <= as_of:
             known = sum(r.value for r in in_period if r.recorded_at <= decided)
-            if reached_here is not None and not _above(tiers, level, reached_here):
-                placed = level  # reached in this period: held to the end of the next
+            if reached_here is not None and not _above(tiers, earned, reached_here):
+                placed = earned  # reached in this period: held to the end of the next
             else:
-                placed = requalify(tiers, level, known)
-            floor = _floor(tiers, assignments, decided)
-            if _above(tiers, floor, placed):
-                placed = floor
-            if placed != level:
-                move(placed, decided, f"requalified at period end with {tiers.metric} {known}", "period_end")
+                placed = requalify(tiers, earned, known)
+            earned = placed
+            shown = effective(decided)
+            if shown != level:
+                move(shown, decided, f"requalified at period end with {tiers.metric} {known}", "period_end")
     start, end = periods[-1]
     return TierState(level, since, reason, value, start, end), changes
 

@@ -1,4 +1,6 @@
-"""Stripe webhooks: ``checkout.session.completed`` and ``checkout.session.async_payment_succeeded``.
+"""Stripe webhooks: ``checkout.session.completed`` and ``checkout.session.async_payment_succeeded``
+(purchases), ``invoice.paid`` and ``customer.subscription.deleted`` / ``.updated`` (paid
+memberships).
 
 ``Stripe-Signature: t=<unix time>,v1=<hex>`` where ``v1`` is HMAC-SHA256 of ``"<t>.<raw body>"``
 with the endpoint's signing secret (``whsec_...``); a signature more than five minutes from now
@@ -8,6 +10,11 @@ every retry and ``type`` names the topic.
 A session whose ``payment_status`` is ``paid`` earns on ``amount_total`` net of tax and shipping
 (``total_details``), as the purchase ``stripe:checkout:<session id>``, at the event's time. The
 customer is ``customer_details.email`` (or ``customer_email``), else the Stripe customer id.
+
+A paid membership started with ``external_id`` set to the Stripe subscription id renews on each
+``invoice.paid`` of that subscription (``amount_paid`` in ``currency``, at the invoice's paid
+time, once per invoice id) and is cancelled by ``customer.subscription.deleted`` (or an update to
+status ``canceled``). Invoices of other subscriptions are ignored.
 """
 
 from __future__ import annotations
@@ -35,11 +42,17 @@ from patron.integrations.common import (
     text_id,
     unknown_topic,
 )
-from patron.services.integrations import Earn, Ignore
+from patron.services.integrations import Earn, Ignore, MembershipCancelled, MembershipPaid
 
 NAME = "stripe"
 TOLERANCE = timedelta(minutes=5)
-TOPICS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+TOPICS = (
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "invoice.paid",
+    "customer.subscription.deleted",
+    "customer.subscription.updated",
+)
 
 
 def verify(
@@ -75,7 +88,40 @@ def translate(topic: str, body: bytes) -> list[Action]:
     if topic not in TOPICS:
         return unknown_topic(NAME, topic)
     event = load(body)
-    return _session(obj(obj(event["data"], "data")["object"], "data.object"), instant(event["created"]))
+    thing = obj(obj(event["data"], "data")["object"], "data.object")
+    at = instant(event["created"])
+    if topic == "invoice.paid":
+        return _invoice(thing, at)
+    if topic.startswith("customer.subscription."):
+        return _subscription(topic, thing, at)
+    return _session(thing, at)
+
+
+def _invoice(invoice: dict[str, Any], at: datetime) -> list[Action]:
+    invoice_id = text_id(invoice["id"])
+    subscription = invoice.get("subscription")
+    if isinstance(subscription, dict):
+        subscription = subscription.get("id")
+    if not isinstance(subscription, str) or not subscription:
+        return [Ignore(f"invoice {invoice_id} is not for a subscription")]
+    paid = maybe_obj(invoice.get("status_transitions")).get("paid_at")
+    return [
+        MembershipPaid(
+            subscription=text_id(subscription),
+            amount=integer(invoice["amount_paid"], "amount_paid"),
+            currency=currency_of(invoice["currency"]),
+            paid_at=instant(paid) if paid else at,
+            reference=f"stripe:{invoice_id}",
+        )
+    ]
+
+
+def _subscription(topic: str, subscription: dict[str, Any], at: datetime) -> list[Action]:
+    subscription_id = text_id(subscription["id"])
+    if topic == "customer.subscription.updated" and subscription.get("status") != "canceled":
+        return [Ignore(f"subscription {subscription_id} is {subscription.get('status')}")]
+    ended = subscription.get("ended_at") or subscription.get("canceled_at")
+    return [MembershipCancelled(subscription_id, instant(ended) if ended else at)]
 
 
 def _session(session: dict[str, Any], at: datetime) -> list[Action]:

@@ -377,6 +377,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         result["status_miles"] = res.status_miles
     if cards:
         result["punch_cards"] = cards
+    _announce(ctx, ev, result, tier_before=ctx.tier_id)
     repo.insert_event(
         ctx.conn,
         row=_event_row(ctx, ev, event_id, digest, body, res.points, result, refers_to=None),
@@ -392,6 +393,49 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         rules=[{"rule_id": r, "points": p} for r, p in res.rules],
     )
     return result
+
+
+def _announce(ctx: _Ctx, ev: EventIn, result: dict[str, Any], *, tier_before: str | None) -> None:
+    """The business events this event caused, in its transaction (the outbox)."""
+    from patron.services import outbox
+
+    member = result["member"]
+
+    def emit(kind: str, member_id: str, data: dict[str, Any]) -> None:
+        outbox.emit(
+            ctx.conn,
+            merchant_id=ctx.merchant_id,
+            type=kind,
+            member_id=member_id,
+            occurred_at=ctx.occurred_at,
+            data=data,
+        )
+
+    about = {"event_id": ev.id, "event_type": ev.type, "balances": member["points"]}
+    if result["points"] > 0:
+        emit(
+            outbox.POINTS_EARNED,
+            member["id"],
+            {**about, "points": result["points"], "rules": result["rules"]},
+        )
+    elif result["points"] < 0:
+        emit(
+            outbox.POINTS_REVERSED,
+            member["id"],
+            {**about, "points": result["points"], "refers_to": ev.refers_to},
+        )
+    tier_after = (member.get("tier") or {}).get("id")
+    if tier_before is not None and tier_after != tier_before:
+        emit(
+            outbox.TIER_CHANGED,
+            member["id"],
+            {**about, "from": tier_before, "to": tier_after, "cause": "event"},
+        )
+    for reached in result.get("milestones") or []:
+        emit(outbox.MILESTONE_REACHED, member["id"], {**about, **reached})
+    referral = result.get("referral")
+    if referral and referral.get("status") == "completed" and ev.type == "purchase":
+        emit(outbox.REFERRAL_COMPLETED, referral["referrer_id"], {"referee_id": member["id"], **referral})
 
 
 def _release_journal(lot_id: str, points: int) -> Journal:
@@ -638,6 +682,7 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         "program_version": ctx.version,
         "member": _member_json(ctx, qual),
     }
+    _announce(ctx, ev, result, tier_before=None)
     repo.insert_event(
         ctx.conn,
         row=_event_row(ctx, ev, event_id, digest, body, -points, result, refers_to=orig["id"]),

@@ -112,7 +112,24 @@ class Ignore:
     reason: str
 
 
-Action = Earn | Reverse | Enrol | Ignore
+@dataclass(frozen=True, slots=True)
+class MembershipPaid:
+    """A payment for the paid membership whose provider subscription id is ``subscription``."""
+
+    subscription: str
+    amount: int
+    currency: str
+    paid_at: datetime
+    reference: str  # the provider's invoice id: a second delivery is the same payment
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipCancelled:
+    subscription: str
+    at: datetime
+
+
+Action = Earn | Reverse | Enrol | Ignore | MembershipPaid | MembershipCancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +285,38 @@ def _apply(conn: Connection, target: Target, action: Action) -> dict[str, Any]:
         }
     if isinstance(action, Earn):
         return _earn(conn, target, action)
+    if isinstance(action, MembershipPaid | MembershipCancelled):
+        return _membership(conn, target, action)
     return _reverse(conn, target, action)
+
+
+def _membership(
+    conn: Connection, target: Target, action: MembershipPaid | MembershipCancelled
+) -> dict[str, Any]:
+    """Paid memberships started with ``external_id`` = the provider's subscription id renew on
+    its payments and end on its cancellation; other subscriptions are none of Patron's business."""
+    from patron.services import memberships
+
+    out: dict[str, Any] = {"action": "membership", "subscription": action.subscription}
+    try:
+        if isinstance(action, MembershipPaid):
+            view, created = memberships.payment_received(
+                conn,
+                merchant_id=target.merchant_id,
+                external_id=action.subscription,
+                amount=action.amount,
+                currency=action.currency,
+                paid_at=action.paid_at,
+                external_ref=action.reference,
+            )
+            status = "recorded" if created else "ignored"
+            return {**out, "status": status, "membership_id": view["id"], "state": view["state"]}
+        view = memberships.subscription_cancelled(
+            conn, merchant_id=target.merchant_id, external_id=action.subscription, at=action.at
+        )
+        return {**out, "status": "recorded", "membership_id": view["id"], "state": view["state"]}
+    except NotFound:
+        return {**out, "status": "ignored", "reason": f"no membership has subscription {action.subscription}"}
 
 
 def _earn(conn: Connection, target: Target, action: Earn) -> dict[str, Any]:

@@ -47,8 +47,48 @@ MOVES = {
 }
 
 
-JOBS = ("release-pending", "expire-points", "lapse-reservations", "requalify-tiers", "milestones")
-NOT_YET_AVAILABLE = ("dividends", "notifications")
+JOBS = (
+    "release-pending",
+    "expire-points",
+    "lapse-reservations",
+    "requalify-tiers",
+    "milestones",
+    "notifications",
+    "at-risk",
+    "dividends",
+    "memberships",
+)
+
+#: What each job's counts mean, for people: (members, lots, points) of its JobResult.
+SUMMARIES = {
+    "release-pending": "{points:,} points released from {lots:,} lots of {members:,} members",
+    "expire-points": "{points:,} points expired from {lots:,} lots of {members:,} members",
+    "lapse-reservations": "{lots:,} reservations lapsed, their points back to the members",
+    "requalify-tiers": "{lots:,} tier changes recorded for {members:,} members",
+    "milestones": "{points:,} points for anniversaries of {members:,} members",
+    "notifications": "{lots:,} emails sent to {members:,} members",
+    "at-risk": "{members:,} members assessed, {lots:,} newly at risk",
+    "dividends": "{members:,} members paid dividends totalling {points:,} (minor units of money)",
+    "memberships": "{lots:,} state changes in {members:,} memberships",
+}
+
+
+#: Jobs the worker runs once a day (as of midnight UTC), not every round: a second run for the
+#: same day changes nothing, so the at-risk list is scored daily rather than every minute.
+DAILY = frozenset({"at-risk", "dividends"})
+
+
+def scheduled_time(name: str, now: datetime) -> datetime:
+    """The ``as_of`` the worker runs job ``name`` for at ``now``."""
+    if name in DAILY:
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return now
+
+
+def summary(result: JobResult) -> str:
+    """What a run did, in words."""
+    template = SUMMARIES.get(result.name, "{members:,} members, {lots:,} items, {points:,} points")
+    return template.format(members=result.members, lots=result.lots, points=result.points)
 
 
 def run_job(
@@ -65,10 +105,7 @@ def run_job(
     refused (:class:`~patron.domain.errors.Conflict`) rather than doing the work twice.
     """
     if name not in JOBS:
-        later = (
-            f" ({', '.join(NOT_YET_AVAILABLE)} are not available yet)" if name in NOT_YET_AVAILABLE else ""
-        )
-        raise InvalidInput(f"unknown job {name!r}; jobs: {', '.join(JOBS)}{later}")
+        raise InvalidInput(f"unknown job {name!r}; jobs: {', '.join(JOBS)}")
     if as_of.tzinfo is None:
         raise InvalidInput("as_of needs a timezone offset")
     run_id = new_id("run")
@@ -109,11 +146,31 @@ def _dispatch(
 ) -> JobResult:
     if name == "requalify-tiers":
         return _requalify(engine, as_of=as_of, merchant_id=merchant_id, progress=progress, run_id=run_id)
+    if name == "dividends":
+        from patron.services.dividends import run_dividends
+
+        paid, amount = run_dividends(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
+        return JobResult(name, as_of, paid, paid, amount)
+    if name == "memberships":
+        from patron.services.memberships import run_memberships
+
+        changed, moves = run_memberships(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
+        return JobResult(name, as_of, changed, moves, 0)
     if name == "milestones":
         from patron.services.milestones import run_anniversaries
 
         found = run_anniversaries(engine, as_of=as_of, merchant_id=merchant_id)
         return JobResult(name, as_of, found[0], 0, found[1])
+    if name == "at-risk":
+        from patron.services.at_risk import run_at_risk
+
+        members, newly_at_risk = run_at_risk(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
+        return JobResult(name, as_of, members, newly_at_risk, 0)
+    if name == "notifications":
+        from patron.services.notifications import run_notifications
+
+        members, messages = run_notifications(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
+        return JobResult(name, as_of, members, messages, 0)
     return _run_moves(engine, name, as_of=as_of, merchant_id=merchant_id, progress=progress)
 
 
@@ -240,6 +297,7 @@ def _requalify(
     from zoneinfo import ZoneInfo
 
     from patron.domain.tiers import history
+    from patron.services import outbox
     from patron.services.programs import program_at
     from patron.services.tiers import program_inputs
     from patron.storage import tiers as tiers_repo
@@ -293,6 +351,20 @@ def _requalify(
                             }
                         )
                 tiers_repo.insert_changes(conn, new_rows)
+                for r in new_rows:
+                    outbox.emit(
+                        conn,
+                        merchant_id=m,
+                        type=outbox.TIER_CHANGED,
+                        member_id=r["member_id"],
+                        occurred_at=r["at"],
+                        data={
+                            "from": r["from_tier"],
+                            "to": r["to_tier"],
+                            "cause": "period_end",
+                            "reason": r["reason"],
+                        },
+                    )
                 members += len({r["member_id"] for r in new_rows})
                 changes += len(new_rows)
             after = ids[-1]

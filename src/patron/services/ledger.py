@@ -163,13 +163,24 @@ def adjust(
         created_at=now,
         lot=lot,
     )
+    balances = points_view(repo.cached_balances(conn, merchant_id, member_id))
+    from patron.services import outbox
+
+    outbox.emit(
+        conn,
+        merchant_id=merchant_id,
+        type=outbox.POINTS_ADJUSTED,
+        member_id=member_id,
+        occurred_at=at,
+        data={"journal_id": journal_id, "points": points, "reason": reason, "balances": balances},
+    )
     return {
         "id": journal_id,
         "member_id": member_id,
         "points": points,
         "reason": reason,
         "occurred_at": at,
-        "balances": points_view(repo.cached_balances(conn, merchant_id, member_id)),
+        "balances": balances,
     }
 
 

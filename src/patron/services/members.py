@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from patron.domain.errors import Conflict, DuplicateMember, InvalidInput, NotFound
 from patron.domain.identity import card_number, normalise_email
+from patron.services import outbox
 from patron.services.clock import utcnow
 from patron.storage import ledger as ledger_repo
 from patron.storage import members as repo
@@ -99,6 +100,16 @@ def _check_unique(
             raise DuplicateMember(f"a member with this {label} already exists in the program", field=label)
 
 
+def outbox_member(member: dict[str, Any]) -> dict[str, Any]:
+    """What a business event says about a member (for CRM sync)."""
+    return {
+        "member": {
+            k: member.get(k)
+            for k in ("id", "program_id", "external_id", "email", "phone", "name", "card_number", "status")
+        }
+    }
+
+
 def enrol(conn: Connection, *, merchant_id: str, data: MemberCreate) -> dict[str, Any]:
     if programs_repo.get_program(conn, merchant_id, data.program_id) is None:
         raise NotFound(f"program {data.program_id} not found")
@@ -148,7 +159,16 @@ def enrol(conn: Connection, *, merchant_id: str, data: MemberCreate) -> dict[str
         **values,
     )
     ledger_repo.create_balances(conn, merchant_id, member_id)
-    return get_member(conn, merchant_id=merchant_id, member_id=member_id)
+    member = get_member(conn, merchant_id=merchant_id, member_id=member_id)
+    outbox.emit(
+        conn,
+        merchant_id=merchant_id,
+        type=outbox.MEMBER_ENROLLED,
+        member_id=member_id,
+        occurred_at=enrolled_at,
+        data=outbox_member(member),
+    )
+    return member
 
 
 def _unique(conn: Connection, merchant_id: str, column: str, make: Any) -> str:
@@ -206,7 +226,18 @@ def update(conn: Connection, *, merchant_id: str, member_id: str, data: MemberUp
         changes["marketing_consent"] = False
     _check_unique(conn, merchant_id, member["program_id"], changes, member_id)
     if changes:
-        repo.update_member(conn, merchant_id, member_id, updated_at=utcnow(), **changes)
+        now = utcnow()
+        repo.update_member(conn, merchant_id, member_id, updated_at=now, **changes)
+        updated = get_member(conn, merchant_id=merchant_id, member_id=member_id)
+        outbox.emit(
+            conn,
+            merchant_id=merchant_id,
+            type=outbox.MEMBER_UPDATED,
+            member_id=member_id,
+            occurred_at=now,
+            data={**outbox_member(updated), "changed": sorted(k for k in changes if k != "email_key")},
+        )
+        return updated
     return get_member(conn, merchant_id=merchant_id, member_id=member_id)
 
 
@@ -230,7 +261,16 @@ def erase(conn: Connection, *, merchant_id: str, member_id: str) -> dict[str, An
         erased_at=now,
         updated_at=now,
     )
-    return get_member(conn, merchant_id=merchant_id, member_id=member_id)
+    erased = get_member(conn, merchant_id=merchant_id, member_id=member_id)
+    outbox.emit(  # other systems should forget the person too
+        conn,
+        merchant_id=merchant_id,
+        type=outbox.MEMBER_UPDATED,
+        member_id=member_id,
+        occurred_at=now,
+        data={**outbox_member(erased), "changed": ["erased"], "erased": True},
+    )
+    return erased
 
 
 PUBLIC_FIELDS = (

@@ -22,8 +22,12 @@ from pydantic import (
 
 from patron.domain import program as d
 from patron.domain.expiry import ExpiryPolicy
+from patron.domain.households import HouseholdSpec
 from patron.domain.milestones import Milestone
 from patron.domain.rewards import PointsPayment, RewardKind, RewardRule
+from patron.services.membership_settings import DividendSpec, MembershipPlanSpec, check_plans
+from patron.services.notifications import NotificationsSpec
+from patron.services.surveys import AtRiskSettings, SurveySettings
 
 Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
 Points = Annotated[int, Field(ge=0, le=1_000_000_000)]
@@ -555,8 +559,30 @@ class ProgramSpec(Strict):
         1440, description="How long a reserved reward holds its points before they go back."
     )
     referrals: ReferralSpec | None = None
+    households: HouseholdSpec | None = Field(
+        None, description="Family pooling; absent: households are not offered."
+    )
     milestones: Annotated[list[MilestoneSpec], Field(max_length=200)] = Field(default_factory=list)
     points_payment: PointsPaymentSpec | None = Field(None, description="Let members pay with points.")
+    notifications: NotificationsSpec = Field(
+        default_factory=NotificationsSpec, description="Member emails: which go, when, and their templates."
+    )
+    membership_plans: Annotated[list[MembershipPlanSpec], Field(max_length=50)] = Field(
+        default_factory=list, description="Paid membership plans (fees in money, never points)."
+    )
+    dividends: DividendSpec | None = Field(None, description="The yearly co-op dividend, as store credit.")
+    surveys: SurveySettings = Field(
+        default_factory=SurveySettings, description="Survey follow-up cases and points for answering."
+    )
+    at_risk: AtRiskSettings = Field(
+        default_factory=AtRiskSettings, description="Who the `at-risk` job flags; whether it opens cases."
+    )
+
+    @model_validator(mode="after")
+    def _membership_plans(self) -> ProgramSpec:
+        tiers = {lv.id for lv in self.tiers.levels} if self.tiers else None
+        check_plans(self.membership_plans, self.dividends, tiers)
+        return self
 
     @field_validator("timezone")
     @classmethod

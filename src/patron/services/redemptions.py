@@ -158,7 +158,21 @@ def _hold(
         "settled_at": None,
     }
     repo.insert_redemption(conn, row)
+    _announce(conn, "reward.issued", row, now)
     return view(row)
+
+
+def _announce(conn: Connection, kind: str, row: dict[str, Any], at: datetime) -> None:
+    from patron.services import outbox
+
+    outbox.emit(
+        conn,
+        merchant_id=row["merchant_id"],
+        type=kind,
+        member_id=row["member_id"],
+        occurred_at=at,
+        data={k: row[k] for k in ("id", "reward_id", "code", "points", "grants", "location_id")},
+    )
 
 
 def grant(
@@ -198,6 +212,7 @@ def grant(
         "settled_at": None,
     }
     repo.insert_redemption(conn, row)
+    _announce(conn, "reward.issued", row, at)
     return view(row)
 
 
@@ -318,6 +333,7 @@ def _settle(
             created_at=now,
         )
     repo.settle(conn, merchant_id, row["id"], status=target.value, journal_id=journal_id, at=at)
+    _announce(conn, "reward.redeemed" if target == rules.Status.REDEEMED else "reward.cancelled", row, at)
     if target == rules.Status.REDEEMED and row["grants"].get("kind") == "physical_gift":
         repo.set_fulfilment(conn, merchant_id, row["id"], "ordered")
     return view(_load(conn, merchant_id, row["id"], None))

@@ -265,6 +265,22 @@ def rsvp(conn: Connection, *, merchant_id: str, event_id: str, member_id: str) -
         if status == rules.TicketStatus.ISSUED:
             ticket["redeem_journal_id"] = _redeem_held(conn, merchant_id, ticket, event, now)
     repo.insert_ticket(conn, ticket)
+    if status == rules.TicketStatus.ISSUED:
+        from patron.services import outbox
+
+        outbox.emit(
+            conn,
+            merchant_id=merchant_id,
+            type=outbox.TICKET_ISSUED,
+            member_id=member_id,
+            occurred_at=now,
+            data={
+                "ticket_id": ticket["id"],
+                "event_id": event_id,
+                "event_name": event["name"],
+                "code": ticket["code"],
+            },
+        )
     return ticket_view(ticket)
 
 

@@ -45,7 +45,9 @@ def qualification_rows(
 
 
 def assignment_of(row: dict[str, Any]) -> rules.Assignment:
-    return rules.Assignment(row["tier_id"], row["starts_at"], row["ends_at"], row["reason"])
+    return rules.Assignment(
+        row["tier_id"], row["starts_at"], row["ends_at"], row["reason"], bool(row.get("held", True))
+    )
 
 
 def assignments(conn: Connection, *, merchant_id: str, member_id: str) -> list[rules.Assignment]:
@@ -226,6 +228,14 @@ def unassign(conn: Connection, *, merchant_id: str, member_id: str) -> int:
     return ended
 
 
+def _rank(program: Program, level: TierLevel | None) -> int:
+    """A level's place in its program, lowest first (-1: no tier). Thresholds cannot compare
+    levels across two versions of the rules: a cheaper Gold is still above Silver."""
+    if level is None or program.tiers is None:
+        return -1
+    return next((i for i, lv in enumerate(program.tiers.levels) if lv.id == level.id), -1)
+
+
 def preview(
     conn: Connection,
     *,
@@ -267,9 +277,7 @@ def preview(
         if (before.id if before else None) == (after.id if after else None):
             counts["same"] += 1
             continue
-        direction = (
-            "up" if (after.threshold if after else -1) > (before.threshold if before else -1) else "down"
-        )
+        direction = "up" if _rank(proposed, after) > _rank(current, before) else "down"
         counts[direction] += 1
         moves.append(
             {

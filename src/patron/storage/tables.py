@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -343,6 +344,9 @@ tier_assignments = Table(
     _ts("starts_at"),
     _ts("ends_at", nullable=True),
     _ts("created_at"),
+    # held: the level stays the member's after the assignment ends, until the period rules move
+    # them (manual tiers); not held: a floor only while in force (a paid plan's tier)
+    Column("held", Boolean, nullable=False, server_default=true()),
     PrimaryKeyConstraint("merchant_id", "id"),
     Index(None, "merchant_id", "member_id"),
     ForeignKeyConstraint(["merchant_id", "member_id"], ["members.merchant_id", "members.id"]),

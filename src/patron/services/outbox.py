@@ -1,0 +1,218 @@
+"""The transactional outbox: business events written in the transaction of the change.
+
+A service that changes something a merchant's other systems care about calls :func:`emit` with
+the connection of its own transaction, so that the event exists if and only if the change was
+committed: never an event for a rolled-back change, never a change without its event. The
+dispatcher (``services/webhooks_out.py``) reads the outbox after commit and delivers it.
+
+Ordering. Each event belongs to a *stream*, the member it is about (``""`` when it is about no
+member), and carries ``seq``, its number in that stream: 1, 2, 3... ``emit`` takes the stream's
+last number plus one, and ``UNIQUE (merchant_id, stream, seq)`` guards it. Why not the time-ordered
+ids of ``storage.ids.new_id`` or a database sequence? Both are handed out when a transaction
+*writes* the row, not when it *commits*, so across processes a later number can become visible
+before an earlier one and a dispatcher that had already passed it would deliver the member's
+events out of order. With a per-stream number, two transactions that emit for the same member at
+once both try to insert the same ``seq`` on PostgreSQL: the second waits for the first and, when
+it commits, fails on the unique constraint, rolls back to a savepoint and takes the next number
+(``storage.outbox.append_event``). So a stream's numbers are committed in order, with no gaps, and
+a number is never visible before the ones below it. On SQLite one writer at a time
+gives the same. Contention is per member, not per merchant. The dispatcher also refuses to deliver
+an event while an earlier one of its stream is still waiting to be fanned out.
+
+Events are listed newest first by id (time-ordered); ``seq`` is the order that is guaranteed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Final
+
+from sqlalchemy import Connection
+
+from patron.domain.errors import InvalidInput, NotFound
+from patron.services.clock import utcnow
+from patron.storage import outbox as repo
+from patron.storage.ids import new_id
+
+MEMBER_ENROLLED: Final = "member.enrolled"
+"""A member joined a program."""
+MEMBER_UPDATED: Final = "member.updated"
+"""A member's profile, status or consent changed."""
+POINTS_EARNED: Final = "points.earned"
+"""A member earned points (a purchase, a bonus, a referral, a milestone...)."""
+POINTS_REVERSED: Final = "points.reversed"
+"""Points earned earlier were taken back (a refund, a cancelled order, a revoked referral)."""
+POINTS_ADJUSTED: Final = "points.adjusted"
+"""Customer care added or removed points by hand, with a reason."""
+POINTS_EXPIRED: Final = "points.expired"
+"""A member's points reached their expiry and were removed."""
+POINTS_EXPIRING: Final = "points.expiring"
+"""A member's points will expire soon (a warning, before ``points.expired``)."""
+TIER_CHANGED: Final = "tier.changed"
+"""A member moved up or down a tier."""
+MILESTONE_REACHED: Final = "milestone.reached"
+"""A member reached a milestone of the program."""
+REWARD_ISSUED: Final = "reward.issued"
+"""A reward was reserved or granted to a member (a code to use)."""
+REWARD_REDEEMED: Final = "reward.redeemed"
+"""A member used a reward."""
+REWARD_CANCELLED: Final = "reward.cancelled"
+"""A reward was cancelled or its reservation lapsed; its points went back."""
+TICKET_ISSUED: Final = "ticket.issued"
+"""A member got a ticket to a members-only event."""
+REFERRAL_COMPLETED: Final = "referral.completed"
+"""A referred friend made a qualifying purchase; both were credited."""
+MEMBERSHIP_RENEWED: Final = "membership.renewed"
+"""A paid membership was renewed for another period."""
+MEMBER_AT_RISK: Final = "member.at_risk"
+"""A member is likely to lapse (churn model or inactivity rule)."""
+
+EVENT_TYPES: Final[dict[str, str]] = {
+    MEMBER_ENROLLED: "A member joined a program.",
+    MEMBER_UPDATED: "A member's profile, status or consent changed.",
+    POINTS_EARNED: "A member earned points.",
+    POINTS_REVERSED: "Points earned earlier were taken back.",
+    POINTS_ADJUSTED: "Points were added or removed by hand.",
+    POINTS_EXPIRED: "A member's points expired.",
+    POINTS_EXPIRING: "A member's points will expire soon.",
+    TIER_CHANGED: "A member moved up or down a tier.",
+    MILESTONE_REACHED: "A member reached a milestone.",
+    REWARD_ISSUED: "A reward was issued to a member.",
+    REWARD_REDEEMED: "A member used a reward.",
+    REWARD_CANCELLED: "A reward was cancelled; its points went back.",
+    TICKET_ISSUED: "A member got a ticket to an event.",
+    REFERRAL_COMPLETED: "A referral completed; both members were credited.",
+    MEMBERSHIP_RENEWED: "A paid membership was renewed.",
+    MEMBER_AT_RISK: "A member is likely to lapse.",
+}
+"""Every business event type with a one-line description (also served to integrators)."""
+
+MAX_DATA_BYTES: Final = 64_000
+
+
+def _plain(value: object) -> object:
+    """JSON for the values services hold: times in RFC 3339 (UTC as ``Z``), decimals as strings."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime in event data")
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal | Enum):
+        return str(value.value if isinstance(value, Enum) else value)
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    raise TypeError(f"event data holds a {type(value).__name__}, which is not JSON")
+
+
+def emit(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    type: str,
+    member_id: str | None,
+    occurred_at: datetime,
+    data: dict[str, Any],
+) -> str:
+    """Write one business event in the caller's transaction and return its id (``evt_...``).
+
+    ``data`` is sent as JSON: aware datetimes become RFC 3339 strings, dates ISO dates, decimals
+    strings; ``occurred_at`` is when the change took effect.
+    An unknown ``type`` or a naive time is a programming error (:class:`ValueError`).
+    """
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown business event type {type!r}")
+    if occurred_at.tzinfo is None:
+        raise ValueError("occurred_at must be timezone-aware")
+    body = json.dumps(data, separators=(",", ":"), sort_keys=True, default=_plain)
+    if len(body) > MAX_DATA_BYTES:
+        raise ValueError(f"event data is {len(body)} bytes; the limit is {MAX_DATA_BYTES}")
+    stream = member_id or ""
+    event_id = new_id("evt")
+    repo.append_event(
+        conn,
+        {
+            "merchant_id": merchant_id,
+            "id": event_id,
+            "type": type,
+            "member_id": member_id,
+            "stream": stream,
+            "occurred_at": occurred_at,
+            "created_at": utcnow(),
+            "data": json.loads(body),
+            "fanned_out_at": None,
+        },
+    )
+    return event_id
+
+
+def event_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "member_id": row["member_id"],
+        "sequence": row["seq"],
+        "occurred_at": row["occurred_at"],
+        "created_at": row["created_at"],
+        "data": row["data"],
+    }
+
+
+def plausible_id(value: str) -> bool:
+    """Ids are short printable ASCII; anything else (a NUL byte, which PostgreSQL refuses in
+    text) cannot name a row, so it is looked up nowhere."""
+    return len(value) <= 40 and value.isascii() and value.isprintable()
+
+
+def get_event(conn: Connection, *, merchant_id: str, event_id: str) -> dict[str, Any]:
+    row = repo.get_event(conn, merchant_id, event_id) if plausible_id(event_id) else None
+    if row is None:
+        raise NotFound(f"event {event_id} not found")
+    return row
+
+
+def _cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is not valid; use next_cursor from the previous page", field="cursor")
+    if not raw or not plausible_id(raw):
+        raise InvalidInput("cursor is not valid; use next_cursor from the previous page", field="cursor")
+    return raw
+
+
+def page(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of one page and the cursor of the next (``None`` on the last page)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (_cursor(rows[-1]["id"]) if more and rows else None)
+
+
+def list_events(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    member_id: str | None = None,
+    type: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The merchant's business events, newest first, optionally of one member or one type."""
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500", field="limit")
+    if type is not None and type not in EVENT_TYPES:
+        raise InvalidInput(f"unknown event type {type!r}; types: {', '.join(EVENT_TYPES)}", field="type")
+    if member_id is not None and not plausible_id(member_id):
+        raise InvalidInput("member_id is not a member id", field="member_id")
+    before = decode_cursor(cursor) if cursor else None
+    rows = repo.events_page(conn, merchant_id, member_id=member_id, type=type, limit=limit, before=before)
+    rows, next_cursor = page(rows, limit)
+    return {"data": [event_view(r) for r in rows], "next_cursor": next_cursor, "has_more": bool(next_cursor)}
