@@ -227,3 +227,17 @@ def test_bad_query_parameters(api: Api) -> None:
     assert api.get("/v1/members").status_code == 422
     assert api.get("/v1/nowhere").status_code == 404
     assert api.client.delete("/v1/programs").status_code in (401, 405)
+
+
+def test_nul_characters_are_refused_not_a_500(api: Api) -> None:
+    """PostgreSQL keeps no NUL in text; SQLite does. Either way: a clear 4xx and nothing written."""
+    program = api.program()
+    for path in ("/v1/members/%00", "/v1/programs/%00", "/v1/redemptions/a%00b"):
+        r = api.get(path)
+        assert r.status_code in (404, 422), (path, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    r = api.post("/v1/members", {"program_id": program, "email": "nul@example.com", "name": "Ann\u0000Lee"})
+    assert r.status_code in (201, 422), r.text
+    if r.status_code == 422:
+        assert "NUL" in r.json()["detail"]
+        assert api.get("/v1/members", params={"email": "nul@example.com"}).json()["data"] == []

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patron.domain import errors as e
@@ -85,6 +86,17 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
         return problem(exc.status_code, code, title, str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        """The database refused a value the request carried (PostgreSQL stores no NUL character
+        in text; a number beyond its column): the request's fault, and nothing was written."""
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        if "NUL" in reason or "0x00" in reason:
+            detail = "text in the request (a path, query or body value) contains a NUL character (\\u0000)"
+        else:
+            detail = f"a value in the request does not fit: {reason}"
+        return problem(422, "invalid-input", "Invalid input", detail)
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
