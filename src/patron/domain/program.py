@@ -149,9 +149,17 @@ class Tiers:
     downgrade: str = "one_level"  # none | one_level | recompute
     levels: tuple[TierLevel, ...] = ()
     grace_days: int = 0  # a downgrade takes effect this many days after the period ends
+    # derived: level id -> place from the lowest threshold (folds ask this thousands of times)
+    _ranks: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _by_id: dict[str, TierLevel] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.levels, key=lambda lv: lv.threshold)
+        self._ranks.update({lv.id: i for i, lv in enumerate(ordered)})
+        self._by_id.update({lv.id: lv for lv in reversed(self.levels)})
 
     def level(self, tier_id: str | None) -> TierLevel | None:
-        return next((lv for lv in self.levels if lv.id == tier_id), None)
+        return self._by_id.get(tier_id) if tier_id is not None else None
 
     def reached(self, value: int) -> TierLevel | None:
         """The highest level (not invite-only) whose threshold ``value`` reaches."""
@@ -164,8 +172,7 @@ class Tiers:
         return best
 
     def rank(self, tier_id: str | None) -> int:
-        ordered = sorted(self.levels, key=lambda lv: lv.threshold)
-        return next((i for i, lv in enumerate(ordered) if lv.id == tier_id), -1)
+        return self._ranks.get(tier_id, -1) if tier_id is not None else -1
 
 
 @dataclass(frozen=True, slots=True)
