@@ -510,7 +510,7 @@ def wait_for(check: Callable[[], bool], seconds: float = 20) -> bool:
 def test_the_cli_delivers_and_replays(engine: Engine, db_url: str, merchant: str, receiver: Receiver) -> None:
     ep = endpoint(engine, merchant, receiver.url("cli"))
     event = emit(engine, merchant, "mem_a")
-    done = patron(db_url, "deliver", "--once")
+    done = patron(db_url, "deliver", "--once", "--merchant", merchant)
     assert done.returncode == 0, done.stderr
     assert "delivered" in done.stdout and ids(receiver.at("cli")) == [event]
 
@@ -522,7 +522,10 @@ def test_the_cli_delivers_and_replays(engine: Engine, db_url: str, merchant: str
 
     env = {**os.environ, "PATRON_DATABASE_URL": db_url}
     worker = subprocess.Popen(
-        [PATRON, "webhooks", "deliver", "--interval", "0.1"], env=env, stdout=subprocess.PIPE, text=True
+        [PATRON, "webhooks", "deliver", "--interval", "0.1", "--merchant", merchant],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert wait_for(lambda: len(receiver.at("cli")) == 2)  # the replay

@@ -27,13 +27,16 @@ def deliver(
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, max=120, help="Seconds an endpoint has to answer.")
     ] = webhooks_out.TIMEOUT,
+    merchant: Annotated[
+        str | None, typer.Option("--merchant", "-m", help="Only this merchant's events (default: all).")
+    ] = None,
 ) -> None:
     """Fan out new business events to the matching endpoints and send what is due, in passes,
     until stopped (Ctrl-C) or after one pass with --once. Several can run at once."""
     eng = engine()
     try:
         while True:
-            r = webhooks_out.dispatch(eng, now=utcnow(), limit=limit, timeout=timeout)
+            r = webhooks_out.dispatch(eng, now=utcnow(), limit=limit, timeout=timeout, merchant_id=merchant)
             if r.attempted or r.fanned_out or once:
                 console.print(
                     f"{r.fanned_out} events fanned out to {r.queued} deliveries; "
