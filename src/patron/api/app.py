@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.settings = settings
     errors.install(app)
+    errors.document_problems(app)
     modules = (
         programs,
         members,

@@ -53,6 +53,71 @@ def status_of(exc: e.PatronError) -> int:
     return next((s for cls, s in STATUS if isinstance(exc, cls)), 400)
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An error, as RFC 9457 problem details. `type` is stable: branch on it.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "format": "uri", "examples": [TYPE_BASE + "invalid-input"]},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "Per field, for invalid input.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "string"},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+_ERRORS = {
+    "401": "The API key is missing, unknown or revoked.",
+    "403": "The API key's scopes do not allow this.",
+    "404": "Not found, or not this merchant's.",
+    "409": "A conflict with the current state (see `type`).",
+    "422": "Invalid input: the request breaks a rule (see `type`, `detail` and `errors`).",
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the API sends: every error is
+    ``application/problem+json`` (FastAPI would document 422 as its own validation shape)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["Problem"] = PROBLEM_SCHEMA
+        ref = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                codes = ["422"] if path in ("/healthz", "/readyz") else list(_ERRORS)
+                for code in codes:
+                    if path in ("/healthz", "/readyz") and code == "422" and code not in responses:
+                        continue
+                    responses[code] = {"description": _ERRORS[code], "content": ref}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = build  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.PatronError)
     async def _patron(_: Request, exc: e.PatronError) -> JSONResponse:

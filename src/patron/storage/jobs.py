@@ -1,12 +1,15 @@
 """Set-based ledger moves for scheduled jobs: due lots in one query, journals in bulk.
 
-Journal and posting ids are derived from the lot (``jrn_rel_<lot>``, ``jrn_exp_<lot>``): a lot is
-released at most once and expires at most once, so a second run for the same time finds nothing
-due, and a racing run fails on the primary key instead of moving points twice.
+Journal and posting ids are derived from the lot and the number of postings it holds in the
+source account (``jrn_exp_<hash of lot and count>``): two runs that see a lot in the same state
+name their journal alike, so a racing run fails on the primary key instead of moving points
+twice, while points given back to a lot after it expired (a cancelled reservation) get a journal
+of their own when they expire in turn. A second run for the same time finds nothing due.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +74,7 @@ def due_lots(
             origin.c.program_version,
             origin.c.event_id,
             remaining,
+            func.count().label("moves"),
         )
         .join(
             postings,
@@ -113,13 +117,14 @@ def move_lots(
     """One journal per lot moving its remaining points from ``source`` to ``target``, in bulk."""
     if not due:
         return
+    names = {d["lot_id"]: _name(prefix, d["lot_id"], int(d.get("moves", 0))) for d in due}
     _insert_many(
         conn,
         journals,
         [
             {
                 "merchant_id": d["merchant_id"],
-                "id": f"jrn_{prefix}_{d['lot_id']}",
+                "id": f"jrn_{names[d['lot_id']]}",
                 "member_id": d["member_id"],
                 "program_id": d["program_id"],
                 "program_version": d["program_version"],
@@ -138,8 +143,8 @@ def move_lots(
             rows.append(
                 {
                     "merchant_id": d["merchant_id"],
-                    "id": f"pst_{prefix}_{d['lot_id']}_{side}",
-                    "journal_id": f"jrn_{prefix}_{d['lot_id']}",
+                    "id": f"pst_{names[d['lot_id']]}_{side}",
+                    "journal_id": f"jrn_{names[d['lot_id']]}",
                     "member_id": d["member_id"],
                     "account": account,
                     "amount": amount,
@@ -163,6 +168,11 @@ def move_lots(
         .values({src: member_balances.c[src] - bindparam("x"), dst: member_balances.c[dst] + bindparam("x")}),
         [{"m": m, "mem": mem, "x": x} for (m, mem), x in totals.items()],
     )
+
+
+def _name(prefix: str, lot_id: str, moves: int) -> str:
+    """``<prefix>_<26 hex>``: the same for the same lot in the same state."""
+    return f"{prefix}_{hashlib.blake2b(f'{lot_id}:{moves}'.encode(), digest_size=13).hexdigest()}"
 
 
 def inactive_members(
