@@ -245,6 +245,7 @@ def build_demo(
                     reason=reason,
                     occurred_at=item.at,
                 )
+    _care(conn, rng, merchant_id, program_id, people, now)
     return {
         "merchant_id": merchant_id,
         "program_id": program_id,
@@ -253,6 +254,51 @@ def build_demo(
         "events": recorded,
         "sample_member": _sample_member(conn, merchant_id),
     }
+
+
+def _care(
+    conn: Connection,
+    rng: random.Random,
+    merchant_id: str,
+    program_id: str,
+    people: list[_Member],
+    now: datetime,
+) -> None:
+    """Survey answers over the last six months (a low score opens a follow-up case) and today's
+    at-risk assessment (lapsing regulars get cases), so the console's care pages have work."""
+    from patron.domain.surveys import Kind
+    from patron.services import at_risk, surveys
+
+    answering = rng.sample(people, k=max(1, len(people) // 6))
+    for person in answering:
+        at = now - timedelta(days=rng.randint(1, 180), hours=rng.randint(0, 12))
+        if at < person.enrolled_at or not person.member_id:
+            continue
+        happy = person.kind != "lapsing"
+        if rng.random() < 0.7:
+            score = rng.choice([9, 10, 10, 8, 7] if happy else [3, 5, 6, 7, 8])
+            surveys.submit(
+                conn,
+                merchant_id=merchant_id,
+                member_id=person.member_id,
+                kind=Kind.NPS,
+                answers=(score,),
+                occurred_at=at,
+                channel="portal",
+            )
+        else:
+            low, high = (4, 6) if happy else (2, 5)
+            answers = tuple(rng.randint(low, high) for _ in range(3))
+            surveys.submit(
+                conn,
+                merchant_id=merchant_id,
+                member_id=person.member_id,
+                kind=Kind.CLI,
+                answers=answers,
+                occurred_at=at,
+                channel="portal",
+            )
+    at_risk.assess_program(conn, merchant_id=merchant_id, program_id=program_id, as_of=now)
 
 
 def _existing(conn: Connection, merchant_id: str) -> dict[str, Any]:
