@@ -33,12 +33,13 @@ from sqlalchemy.exc import IntegrityError
 
 from patron.domain.errors import DuplicateMember, InvalidInput, PatronError
 from patron.domain.identity import normalise_email
-from patron.services import members
+from patron.services import ingest, members
 from patron.services.clock import utcnow
-from patron.services.events import record_event
+from patron.services.events import FUTURE_SLACK
 from patron.services.members import MemberCreate
 from patron.services.money import to_minor
 from patron.services.programs import _errors, program_at
+from patron.storage import ingest as ingest_repo
 from patron.storage.integrations import savepoint
 
 MEMBER_COLUMNS = ("external_id", "email", "phone", "name", "birthday")
@@ -47,6 +48,7 @@ TRANSACTION_OPTIONAL = ("event_id", "category", "sku")
 IDENTIFIERS = ("external_id", "email", "phone")
 COLUMNS = {"members": MEMBER_COLUMNS, "transactions": TRANSACTION_COLUMNS + TRANSACTION_OPTIONAL}
 BATCH = 500
+CONCURRENT = "conflicts with a change made at the same time; import the file again"
 
 Row = Mapping[str | None, Any]
 
@@ -134,11 +136,93 @@ def import_transactions(
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH,
 ) -> Summary:
-    """Record the purchases of ``rows`` (earning as the program did when each occurred)."""
+    """Record the purchases of ``rows`` (earning as the program did when each occurred).
+
+    Each batch is one transaction applied by ``services.ingest.record_purchases``: set-based,
+    with the same ledger as recording the rows one at a time (which it falls back to for what
+    it cannot do in bulk)."""
     program = _program(engine, merchant_id, program_id)
-    return _run(
-        engine, rows, lambda conn, row: _transaction(conn, program, row), on_rejected, progress, batch_size
+    summary = Summary()
+    source = iter(rows)
+    line = 1
+    while batch := list(islice(source, max(batch_size, 1))):
+        rejected: list[Rejected] = []
+        with engine.begin() as conn:
+            todo: list[tuple[int, Row, str, datetime, dict[str, Any]]] = []
+            for row in batch:
+                line += 1
+                summary.read += 1
+                try:
+                    external_id, occurred_at, body = _purchase(program, _clean(row))
+                except PatronError as exc:
+                    rejected.append(Rejected(line, row, _reason(exc)))
+                    continue
+                todo.append((line, row, external_id, occurred_at, body))
+            known = _members_of(conn, program, todo, rejected)
+            bodies = []
+            for number, row, external_id, _, body in todo:
+                if external_id in known:
+                    body = {"id": body["id"], "type": "purchase", "member_id": known[external_id], **body}
+                    bodies.append((number, row, body))
+            outcomes = ingest.record_purchases(
+                conn, merchant_id=merchant_id, bodies=[b for _, _, b in bodies]
+            )
+            for (number, row, _), outcome in zip(bodies, outcomes, strict=True):
+                if isinstance(outcome.error, PatronError):
+                    rejected.append(Rejected(number, row, _reason(outcome.error)))
+                elif outcome.error is not None:  # a concurrent writer took the same identifier
+                    rejected.append(Rejected(number, row, CONCURRENT))
+                elif outcome.created:
+                    summary.imported += 1
+                else:
+                    summary.skipped += 1
+        for r in sorted(rejected, key=lambda r: r.line):
+            summary.rejected += 1
+            on_rejected(r)
+        if progress is not None:
+            progress(len(batch))
+    return summary
+
+
+def _members_of(
+    conn: Connection,
+    program: _Program,
+    todo: list[tuple[int, Row, str, datetime, dict[str, Any]]],
+    rejected: list[Rejected],
+) -> dict[str, str]:
+    """Member ids by external id: found in one query, or enrolled (at the time of the member's
+    first row) each in its own savepoint, in external-id order so that two imports enrolling the
+    same people queue on the unique key rather than deadlock; rows of a member who cannot be
+    enrolled are rejected."""
+    found = ingest_repo.members_by_external_id(
+        conn, program.merchant_id, program.id, {external_id for _, _, external_id, _, _ in todo}
     )
+    known = {external_id: str(m["id"]) for external_id, m in found.items()}
+    first: dict[str, datetime] = {}
+    for _, _, external_id, occurred_at, _ in todo:
+        if external_id not in known:
+            first.setdefault(external_id, occurred_at)
+    failed: dict[str, str] = {}
+    for external_id in sorted(first):
+        data = MemberCreate(program_id=program.id, external_id=external_id, enrolled_at=first[external_id])
+        try:
+            with savepoint(conn):
+                known[external_id] = str(
+                    members.enrol(conn, merchant_id=program.merchant_id, data=data)["id"]
+                )
+        except PatronError as exc:
+            failed[external_id] = _reason(exc)
+        except IntegrityError:
+            failed[external_id] = CONCURRENT
+        if external_id in failed:  # enrolled by a concurrent import meanwhile? then it is theirs
+            again = ingest_repo.members_by_external_id(conn, program.merchant_id, program.id, [external_id])
+            if external_id in again:
+                known[external_id] = str(again[external_id]["id"])
+                del failed[external_id]
+    for number, row, external_id, _, _ in todo:
+        if external_id in failed:
+            rejected.append(Rejected(number, row, failed[external_id]))
+    return known
 
 
 def _run(
@@ -164,7 +248,7 @@ def _run(
                 except PatronError as exc:
                     reason = _reason(exc)
                 except IntegrityError:  # a concurrent writer took the same identifier
-                    reason = "conflicts with a change made at the same time; import the file again"
+                    reason = CONCURRENT
                 else:
                     if created:
                         summary.imported += 1
@@ -241,7 +325,8 @@ def _other(given: Mapping[str, str | None], differing: str) -> str:
     return next((f"{k} {v}" for k, v in given.items() if v and k != differing), "this row")
 
 
-def _transaction(conn: Connection, program: _Program, row: dict[str, str]) -> bool:
+def _purchase(program: _Program, row: dict[str, str]) -> tuple[str, datetime, dict[str, Any]]:
+    """A row's external id, time and purchase body (without ``member_id``), or why not."""
     external_id = row.get("external_id", "")
     if not external_id:
         raise InvalidInput("external_id is empty: whose purchase is it?")
@@ -256,29 +341,21 @@ def _transaction(conn: Connection, program: _Program, row: dict[str, str]) -> bo
         raise InvalidInput(f"currency {currency} does not match the program's {program.currency}")
     amount = to_minor(row.get("amount", ""), currency)
     occurred_at = _when(row.get("occurred_at", ""), program.tz)
+    if occurred_at > utcnow() + FUTURE_SLACK:  # before enrolling anyone for it
+        raise InvalidInput("occurred_at is in the future", field="occurred_at")
     line: dict[str, Any] = {"id": "1", "quantity": 1, "unit_price": amount}
     for column in ("category", "sku"):
         if row.get(column):
             line[column] = row[column]
     event_id = row.get("event_id") or _row_id(external_id, occurred_at, amount, currency, line)
-    found = members.find(
-        conn, merchant_id=program.merchant_id, program_id=program.id, external_id=external_id, limit=1
-    )
-    if found:
-        member = found[0]
-    else:
-        data = MemberCreate(program_id=program.id, external_id=external_id, enrolled_at=occurred_at)
-        member = members.enrol(conn, merchant_id=program.merchant_id, data=data)
     body = {
         "id": event_id,
         "type": "purchase",
-        "member_id": member["id"],
         "occurred_at": occurred_at.isoformat(),
         "currency": currency,
         "items": [line],
     }
-    _, created = record_event(conn, merchant_id=program.merchant_id, body=body)
-    return created
+    return external_id, occurred_at, body
 
 
 def _when(value: str, tz: ZoneInfo) -> datetime:
