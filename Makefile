@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,8 +34,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## Every benchmark at full size against its ceiling twin (needs PATRON_BENCH_POSTGRES_URL); see bench/README.md
 bench: $(STAMP)
-	$(BIN)/python bench/earn.py
+	$(BIN)/python bench/run.py
+
+## The same at small sizes, about five minutes on two cores; writes bench/results.json
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) patron.db patron.db-wal patron.db-shm .pytest_cache .mypy_cache .ruff_cache
