@@ -351,20 +351,24 @@ def _requalify(
                             }
                         )
                 tiers_repo.insert_changes(conn, new_rows)
-                for r in new_rows:
-                    outbox.emit(
-                        conn,
-                        merchant_id=m,
-                        type=outbox.TIER_CHANGED,
-                        member_id=r["member_id"],
-                        occurred_at=r["at"],
-                        data={
-                            "from": r["from_tier"],
-                            "to": r["to_tier"],
-                            "cause": "period_end",
-                            "reason": r["reason"],
-                        },
-                    )
+                outbox.emit_many(
+                    conn,
+                    merchant_id=m,
+                    events=[
+                        (
+                            outbox.TIER_CHANGED,
+                            r["member_id"],
+                            r["at"],
+                            {
+                                "from": r["from_tier"],
+                                "to": r["to_tier"],
+                                "cause": "period_end",
+                                "reason": r["reason"],
+                            },
+                        )
+                        for r in new_rows
+                    ],
+                )
                 members += len({r["member_id"] for r in new_rows})
                 changes += len(new_rows)
             after = ids[-1]

@@ -155,24 +155,70 @@ def last_seq(conn: Connection, merchant_id: str, stream: str) -> int:
     return int(found or 0)
 
 
+def _insert_new(conn: Connection) -> Any:
+    """An INSERT that skips a row whose (merchant, stream, seq) is taken, instead of failing:
+    the transaction goes on and the caller takes the next number."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(outbox_events).on_conflict_do_nothing(
+            index_elements=["merchant_id", "stream", "seq"]
+        )
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(outbox_events).on_conflict_do_nothing(
+        index_elements=["merchant_id", "stream", "seq"]
+    )
+
+
 def append_event(conn: Connection, values: dict[str, Any], *, tries: int = 5) -> int:
     """Insert the event as the next of its stream and return its ``seq``.
 
     Under PostgreSQL's READ COMMITTED, a concurrent transaction may take the same number first:
-    our insert then waits for it and, if it commits, fails on the unique constraint. A savepoint
-    lets us read the stream's new last number and try again without losing the caller's work.
+    our insert then waits for it and, if it commits, inserts nothing (``ON CONFLICT DO
+    NOTHING``); we read the stream's new last number and try again, without losing the caller's
+    work. Two round trips when nobody competes.
     """
-    for attempt in range(tries):
+    for _ in range(tries):
         seq = last_seq(conn, values["merchant_id"], values["stream"]) + 1
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(outbox_events), {**values, "seq": seq})
-        except IntegrityError:
-            if attempt == tries - 1:
-                raise
-            continue
-        return seq
-    raise AssertionError("unreachable")
+        stmt = _insert_new(conn).returning(outbox_events.c.seq)
+        if conn.execute(stmt, {**values, "seq": seq}).first() is not None:
+            return seq
+    raise IntegrityError("outbox sequence", None, Exception(f"stream {values['stream']} is too busy"))
+
+
+def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert many events of one merchant, each the next of its stream in list order: one query
+    for the streams' last numbers and one insert (in a savepoint: if a concurrent writer took a
+    number, the batch is appended one event at a time instead)."""
+    if not rows:
+        return
+    merchant_id = rows[0]["merchant_id"]
+    streams = sorted({r["stream"] for r in rows})
+    last = dict(
+        conn.execute(
+            select(outbox_events.c.stream, func.max(outbox_events.c.seq))
+            .where(outbox_events.c.merchant_id == merchant_id, outbox_events.c.stream.in_(streams))
+            .group_by(outbox_events.c.stream)
+        ).all()
+    )
+    numbered = []
+    for r in rows:
+        seq = int(last.get(r["stream"]) or 0) + 1
+        last[r["stream"]] = seq
+        numbered.append({**r, "seq": seq})
+    ids = [r["id"] for r in numbered]
+    saved = conn.begin_nested()
+    conn.execute(_insert_new(conn), numbered)
+    stored = conn.execute(
+        select(func.count()).where(outbox_events.c.merchant_id == merchant_id, outbox_events.c.id.in_(ids))
+    ).scalar_one()
+    if stored == len(numbered):
+        saved.commit()
+        return
+    saved.rollback()  # a concurrent writer took some numbers: one by one, keeping each stream's order
+    for r in rows:
+        append_event(conn, r)
 
 
 def get_event(conn: Connection, merchant_id: str, event_id: str) -> dict[str, Any] | None:
