@@ -4,7 +4,7 @@ processes as the HTTP benchmark has requests in flight.
 * http_earn: single purchase events (three lines) by ``POST /v1/events`` at concurrency 16,
   against 16 processes each committing one plain transaction per event that writes the minimal
   ledger rows (one event row, two postings).
-* balance_read: ``GET /v1/members/{id}`` (the member with its balances) at concurrency 16 against
+* balance_read: ``GET /v1/members/{id}/balance`` (the member's cached balances) at concurrency 16 against
   16 processes reading the balance row by primary key; first with a small ledger, then after
   postings are added set-based (``INSERT ... SELECT generate_series``) up to the large size. The
   balances are materialised, so the large ledger's p99 should stay within 1.2x of the small one's.
@@ -285,10 +285,12 @@ def _read_phase(
     twin_lat: list[float] = []
     try:
         server.wait_ready()
-        drive(server.base, key, [("GET", f"/v1/members/{i}", None) for i in ids[:100]], clients)
+        drive(server.base, key, [("GET", f"/v1/members/{i}/balance", None) for i in ids[:100]], clients)
 
         def patron(r: int) -> float:
-            calls = [("GET", f"/v1/members/{ids[(i * 13 + r) % len(ids)]}", None) for i in range(reads)]
+            calls = [
+                ("GET", f"/v1/members/{ids[(i * 13 + r) % len(ids)]}/balance", None) for i in range(reads)
+            ]
             took, latencies, statuses = drive(server.base, key, calls, clients)
             if set(statuses) != {200}:
                 raise RuntimeError(f"balance reads answered {dict(statuses)}")

@@ -120,3 +120,15 @@ def test_export_holds_everything_and_erase_keeps_the_books(api: Api) -> None:
     assert erased["points"] == before
     assert api.get("/v1/members", params={"email": "gdpr@example.com"}).json()["data"] == []
     assert api.get("/v1/verify").json() == {"ok": True, "problems": []}
+
+
+def test_the_balance_read_is_the_members_points_and_404_elsewhere(api: Api, other_api: Api) -> None:
+    program = api.program()
+    mid = api.member(program, email="bal@example.com")
+    api.event(purchase(mid, "bal-1", [{"id": "l1", "category": "coffee", "quantity": 1, "unit_price": 450}]))
+    r = api.get(f"/v1/members/{mid}/balance")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"member_id": mid, "points": api.points(mid)}
+    assert r.json()["points"]["available"] == 9
+    assert other_api.get(f"/v1/members/{mid}/balance").status_code == 404
+    assert api.get("/v1/members/mem_nope/balance").status_code == 404

@@ -43,6 +43,15 @@ def points_view(b: Balances) -> dict[str, int]:
     return asdict(b)
 
 
+def balance(conn: Connection, *, merchant_id: str, member_id: str) -> dict[str, Any]:
+    """The member's points now, from the balances kept with every posting: one primary-key read
+    (for a past instant, ``GET /v1/members/{id}?as_of=`` sums the postings)."""
+    found = repo.find_balances(conn, merchant_id, member_id)
+    if found is None:
+        raise NotFound(f"member {member_id} not found")
+    return {"member_id": member_id, "points": points_view(found)}
+
+
 def encode_cursor(at: datetime, posting_id: str) -> str:
     raw = json.dumps([at.isoformat(), posting_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

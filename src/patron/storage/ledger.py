@@ -50,6 +50,15 @@ def cached_balances(conn: Connection, merchant_id: str, member_id: str, *, lock:
     return Balances(**conn.execute(stmt).mappings().one())
 
 
+def find_balances(conn: Connection, merchant_id: str, member_id: str) -> Balances | None:
+    """The member's cached balances by primary key, or None when the merchant has no such member."""
+    stmt = select(*[member_balances.c[c] for c in BALANCE_COLUMNS]).where(
+        member_balances.c.merchant_id == merchant_id, member_balances.c.member_id == member_id
+    )
+    row = conn.execute(stmt).mappings().first()
+    return None if row is None else Balances(**row)
+
+
 def lock_balances(conn: Connection, merchant_id: str, member_id: str) -> Balances:
     """The member's cached balances, locked for the rest of the transaction."""
     return cached_balances(conn, merchant_id, member_id, lock=True)
