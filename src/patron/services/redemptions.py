@@ -175,6 +175,11 @@ def _announce(conn: Connection, kind: str, row: dict[str, Any], at: datetime) ->
     )
 
 
+def stock_used(conn: Connection, *, merchant_id: str, program_id: str, reward_id: str) -> int:
+    """How many of the reward's codes count against its stock (live and redeemed ones)."""
+    return repo.count_live(conn, merchant_id, program_id, reward_id)
+
+
 def grant(
     conn: Connection,
     *,

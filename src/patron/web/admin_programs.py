@@ -12,10 +12,9 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Connection
 
 from patron.domain.errors import InvalidInput, NotFound
-from patron.services import merchants, programs, tiers
+from patron.services import merchants, programs, redemptions, tiers
 from patron.services.clock import utcnow
 from patron.services.merchants import SCOPES
-from patron.storage import redemptions as redemptions_repo
 from patron.web.common import Staff, render, staff_page
 
 router = APIRouter(include_in_schema=False)
@@ -29,7 +28,9 @@ def _rewards(
     """The catalogue with what is left of each reward's stock (live and redeemed codes count)."""
     out = []
     for reward in body.get("rewards", []):
-        used = redemptions_repo.count_live(conn, merchant_id, program_id, reward["id"])
+        used = redemptions.stock_used(
+            conn, merchant_id=merchant_id, program_id=program_id, reward_id=reward["id"]
+        )
         stock = reward.get("stock")
         out.append({**reward, "used": used, "left": None if stock is None else max(stock - used, 0)})
     return out
