@@ -333,3 +333,57 @@ def test_quintiles_ties_and_thresholds_are_pure_rules() -> None:
     # Ties at a threshold: four members at 50.00 all reach it, and thresholds keep increasing.
     assert suggest_thresholds([100, 5000, 5000, 5000, 5000], [0.2, 0.1]) == [5000, 5001]
     assert suggest_thresholds([], [0.5]) == []
+
+
+def test_rules_and_rewards_can_target_the_segments_job_computed(api: Api, engine: Any) -> None:
+    from datetime import UTC, datetime
+
+    from patron.services.jobs import run_job
+
+    body = bean_rewards(
+        tiers=None,
+        earning_rules=[
+            {"id": "base", "type": "spend", "points": 1, "per_amount": 100},
+            {"id": "come-back", "type": "order", "points": 50, "segments": ["at_risk"]},
+        ],
+        rewards=[
+            {
+                "id": "vip-gift",
+                "name": "VIP gift",
+                "type": "free_product",
+                "cost": 100,
+                "segments": ["champions"],
+            }
+        ],
+    )
+    program = api.program(body)
+    ids = {name: api.member(program, external_id=f"seg-{name}") for name in "ABCDE"}
+    history = {  # as in the RFM test: B a champion, C loyal, E at risk
+        "A": ["2026-06-30"],
+        "B": ["2026-04-10", "2026-05-10", "2026-06-10", "2026-06-20"],
+        "C": ["2026-03-01", "2026-04-01", "2026-05-31"],
+        "D": ["2026-02-01", "2026-04-30"],
+        "E": ["2026-01-05", "2026-01-10", "2026-01-15", "2026-01-20", "2026-01-31"],
+    }
+    for name, days in history.items():
+        for n, day in enumerate(days):
+            _buy(api, ids[name], f"seg-{name}-{n}", day, _item(10000))
+    order = purchase(ids["E"], "dry", [_item(1000)], occurred_at="2026-07-01T09:00:00Z")
+    before = api.post("/v1/events/calculate", order)
+    assert before.status_code == 200 and before.json()["points"] == 10  # no segments yet: no bonus
+    as_of = datetime(2026, 7, 1, 12, tzinfo=UTC)
+    first = run_job(engine, "segments", as_of=as_of, merchant_id=api.merchant_id)
+    again = run_job(engine, "segments", as_of=as_of, merchant_id=api.merchant_id)
+    assert (first.members, first.lots) == (again.members, again.lots) == (1, 5)
+    at_risk = api.event(purchase(ids["E"], "seg-E-after", [_item(1000)], occurred_at="2026-07-02T09:00:00Z"))
+    assert at_risk["points"] == 60 and {r["rule_id"] for r in at_risk["rules"]} == {"base", "come-back"}
+    champion = api.event(purchase(ids["B"], "seg-B-after", [_item(1000)], occurred_at="2026-07-02T09:00:00Z"))
+    assert champion["points"] == 10
+    assert api.post(f"/v1/members/{ids['B']}/redemptions", {"reward_id": "vip-gift"}).status_code == 201
+    refused = api.post(f"/v1/members/{ids['C']}/redemptions", {"reward_id": "vip-gift"})
+    assert refused.status_code == 409 and refused.json()["type"].endswith("reward-not-in-segment")
+    bad = api.post(
+        "/v1/programs",
+        bean_rewards(earning_rules=[{"id": "x", "type": "order", "points": 1, "segments": ["vips"]}]),
+    )
+    assert bad.status_code == 422

@@ -69,6 +69,7 @@ class Context:
     # punch-card rules with once_per_day, that day at that location
     action_counts: Mapping[str, int] = field(default_factory=dict)
     earned_in_cap_period: int = 0
+    segment: str | None = None  # the member's latest segment, for rules that target segments
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +104,12 @@ def line_amount(line: Line, program: Program) -> int:
     return max(amount, 0)
 
 
-def targeted(target: Targeting, event: Event, tier: TierLevel | None, tz: ZoneInfo) -> bool:
+def targeted(
+    target: Targeting, event: Event, tier: TierLevel | None, tz: ZoneInfo, segment: str | None = None
+) -> bool:
     """Whether a rule's targeting admits this event (times in the program's timezone)."""
+    if target.segments and segment not in target.segments:
+        return False
     if target.locations and event.location_id not in target.locations:
         return False
     if target.channels and event.channel not in target.channels:
@@ -152,7 +157,7 @@ def _best(rules: Sequence[Rule]) -> Rule | None:
 def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
     """What ``event`` earns under ``program`` for a member in ``ctx``. Pure; writes nothing."""
     tz = ZoneInfo(program.timezone)
-    rules = [r for r in program.rules if targeted(r.target, event, ctx.tier, tz)]
+    rules = [r for r in program.rules if targeted(r.target, event, ctx.tier, tz, ctx.segment)]
     lines = list(event.lines) if event.type == "purchase" else []
     if event.type == "purchase" and event.shipping and program.earning_base.shipping:
         lines.append(Line(id="shipping", quantity=1, unit_price=event.shipping, category="shipping"))

@@ -114,6 +114,11 @@ class NotInTier(Conflict):
     title = "Reward not available in the member's tier"
 
 
+class NotInSegment(Conflict):
+    code = "reward-not-in-segment"
+    title = "Reward not available in the member's segment"
+
+
 class RedemptionRedeemed(Conflict):
     code = "redemption-redeemed"
     title = "Redemption already redeemed"

@@ -53,6 +53,7 @@ class Targeting:
     weekdays: tuple[int, ...] = ()  # 0 = Monday, in the program's timezone
     hours_from: time | None = None  # local time of day, inclusive
     hours_to: time | None = None  # local time of day, exclusive
+    segments: tuple[str, ...] = ()  # the member's latest segment (the segments job)
 
 
 @dataclass(frozen=True, slots=True)

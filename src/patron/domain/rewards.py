@@ -20,6 +20,7 @@ from typing import Any
 from patron.domain.errors import (
     InsufficientPoints,
     LimitReached,
+    NotInSegment,
     NotInTier,
     OutOfStock,
     RedemptionCancelled,
@@ -59,6 +60,7 @@ class RewardRule:
     cost: int
     cost_by_tier: tuple[tuple[str, int], ...] = ()
     tiers: tuple[str, ...] = ()
+    segments: tuple[str, ...] = ()  # only members whose latest segment is one of these
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     visible_from: datetime | None = None
@@ -146,6 +148,7 @@ class Standing:
     available: int
     stock_used: int
     member_used_in_period: int
+    segment: str | None = None
 
 
 def check_reservable(reward: RewardRule, s: Standing) -> int:
@@ -157,6 +160,11 @@ def check_reservable(reward: RewardRule, s: Standing) -> int:
     if reward.tiers and s.tier_id not in reward.tiers:
         raise NotInTier(
             f"reward {reward.id} is for tiers {', '.join(reward.tiers)}", tiers=list(reward.tiers)
+        )
+    if reward.segments and s.segment not in reward.segments:
+        raise NotInSegment(
+            f"reward {reward.id} is for members in the segments {', '.join(reward.segments)}",
+            segments=list(reward.segments),
         )
     if reward.stock is not None and s.stock_used >= reward.stock:
         raise OutOfStock(f"reward {reward.id} is out of stock")

@@ -267,8 +267,16 @@ def earning_context(
     if program.caps.per_member is not None:
         start, end = period_window(program.caps.per_member_period, at, tz)
         earned = repo.earned_between(conn, merchant_id, member["id"], start, end)
+    segment = None
+    if any(rule.target.segments for rule in program.rules):
+        from patron.services.segments import segment_of
+
+        segment = segment_of(conn, merchant_id=merchant_id, member_id=member["id"])
     return earning.Context(
-        tier=state.level if state else None, action_counts=counts, earned_in_cap_period=earned
+        tier=state.level if state else None,
+        action_counts=counts,
+        earned_in_cap_period=earned,
+        segment=segment,
     )
 
 

@@ -26,8 +26,8 @@ result is always right (the *slow path*):
   unknown member; a member who is not active; a currency other than the program's; an
   ``occurred_at`` in the future; and every other event of a member who has any of these in the
   batch (so that one member's events keep their order);
-* per program version: a pending period (``pending_days``), a per-member cap, punch cards, or
-  count/spend milestones;
+* per program version: a pending period (``pending_days``), a per-member cap, punch cards,
+  rules that target segments, or count/spend milestones;
 * the whole batch: when any of its members was referred and has no referral yet (a first purchase
   credits another member, the referrer), or when the bulk write meets a unique-key conflict (a
   concurrent writer recorded one of the ids first).
@@ -225,6 +225,7 @@ def fast_program(program: Program) -> bool:
         program.pending_days > 0
         or program.caps.per_member is not None
         or any(r.type == RuleType.PUNCH_CARD for r in program.rules)
+        or any(r.target.segments for r in program.rules)
         or any(m.kind != "anniversary" for m in program.milestones)
     )
 

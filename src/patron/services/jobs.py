@@ -57,6 +57,7 @@ JOBS = (
     "at-risk",
     "dividends",
     "memberships",
+    "segments",
 )
 
 #: What each job's counts mean, for people: (members, lots, points) of its JobResult.
@@ -70,12 +71,13 @@ SUMMARIES = {
     "at-risk": "{members:,} members assessed, {lots:,} newly at risk",
     "dividends": "{members:,} members paid dividends totalling {points:,} (minor units of money)",
     "memberships": "{lots:,} state changes in {members:,} memberships",
+    "segments": "{lots:,} members placed in segments across {members:,} programs",
 }
 
 
 #: Jobs the worker runs once a day (as of midnight UTC), not every round: a second run for the
 #: same day changes nothing, so the at-risk list is scored daily rather than every minute.
-DAILY = frozenset({"at-risk", "dividends"})
+DAILY = frozenset({"at-risk", "dividends", "segments"})
 
 
 def scheduled_time(name: str, now: datetime) -> datetime:
@@ -161,6 +163,11 @@ def _dispatch(
 
         found = run_anniversaries(engine, as_of=as_of, merchant_id=merchant_id)
         return JobResult(name, as_of, found[0], 0, found[1])
+    if name == "segments":
+        from patron.services.segments import run_segments
+
+        programs_done, placed = run_segments(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
+        return JobResult(name, as_of, programs_done, placed, 0)
     if name == "at-risk":
         from patron.services.at_risk import run_at_risk
 

@@ -44,6 +44,10 @@ class Hours(Strict):
     to: time = Field(description="Local time of day the rule ends (exclusive).")
 
 
+#: The RFM segments (``analytics/segments.py``) that rules and rewards can target.
+Segment = Literal["champions", "loyal", "promising", "need_attention", "at_risk", "hibernating", "lost"]
+
+
 class RuleBase(Strict):
     id: Slug = Field(description="Stable id of the rule; appears in per-rule attribution.")
     name: str | None = None
@@ -56,6 +60,10 @@ class RuleBase(Strict):
         default_factory=list, description="Only on these weekdays (program timezone)."
     )
     hours: Hours | None = Field(default=None, description="Only at these times of day.")
+    segments: list[Segment] = Field(
+        default_factory=list,
+        description="Only for members whose latest RFM segment (the `segments` job) is one of these.",
+    )
     categories: list[str] = Field(default_factory=list)
     skus: list[str] = Field(default_factory=list)
 
@@ -69,6 +77,7 @@ class RuleBase(Strict):
             weekdays=tuple(WEEKDAYS.index(w) for w in self.weekdays),
             hours_from=self.hours.from_ if self.hours else None,
             hours_to=self.hours.to if self.hours else None,
+            segments=tuple(self.segments),
         )
 
     def common(self) -> dict[str, Any]:
@@ -443,6 +452,9 @@ class RewardSpec(Strict):
         default_factory=dict, description="A different points cost for members of these tiers."
     )
     tiers: list[str] = Field(default_factory=list, description="Only members of these tiers may redeem.")
+    segments: list[Segment] = Field(
+        default_factory=list, description="Only members whose latest RFM segment is one of these may redeem."
+    )
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime | None = None
     visible_from: AwareDatetime | None = None
@@ -467,6 +479,7 @@ class RewardSpec(Strict):
             cost=self.cost,
             cost_by_tier=tuple(sorted(self.cost_by_tier.items())),
             tiers=tuple(self.tiers),
+            segments=tuple(self.segments),
             valid_from=self.valid_from,
             valid_until=self.valid_until,
             visible_from=self.visible_from,

@@ -22,6 +22,7 @@ from patron.services.clock import utcnow
 from patron.services.events import period_window
 from patron.services.members import get_member
 from patron.services.programs import program_at
+from patron.services.segments import segment_of
 from patron.services.tiers import tier_state
 from patron.storage import ledger as ledger_repo
 from patron.storage import redemptions as repo
@@ -76,6 +77,9 @@ def _standing(
         )
         if reward.limit_per_member is not None
         else 0,
+        segment=segment_of(conn, merchant_id=merchant_id, member_id=member["id"])
+        if reward.segments
+        else None,
     )
 
 

@@ -1,0 +1,68 @@
+"""Each member's current segment (RFM), written by the ``segments`` job and read by earning
+rules and rewards that target a segment. One row per member: the latest assessment."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    ForeignKeyConstraint,
+    Index,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+)
+
+from patron.storage.tables import ID, UTCDateTime, metadata
+
+member_segments = Table(
+    "member_segments",
+    metadata,
+    Column("merchant_id", ID, nullable=False),
+    Column("member_id", ID, nullable=False),
+    Column("program_id", ID, nullable=False),
+    Column("segment", String(40), nullable=False),
+    Column("as_of", UTCDateTime(), nullable=False),
+    Column("computed_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("merchant_id", "member_id"),
+    Index(None, "merchant_id", "program_id", "segment"),
+    ForeignKeyConstraint(["merchant_id", "member_id"], ["members.merchant_id", "members.id"]),
+)
+
+
+def segment_of(conn: Connection, merchant_id: str, member_id: str) -> str | None:
+    stmt = select(member_segments.c.segment).where(
+        member_segments.c.merchant_id == merchant_id, member_segments.c.member_id == member_id
+    )
+    found = conn.execute(stmt).scalar()
+    return str(found) if found is not None else None
+
+
+def replace_program(
+    conn: Connection, *, merchant_id: str, program_id: str, rows: list[dict[str, Any]], as_of: datetime
+) -> None:
+    """The program's segments become ``rows`` (member_id, segment): set-based, in one transaction."""
+    conn.execute(
+        delete(member_segments).where(
+            member_segments.c.merchant_id == merchant_id, member_segments.c.program_id == program_id
+        )
+    )
+    if rows:
+        conn.execute(insert(member_segments), rows)
+
+
+def counts(conn: Connection, merchant_id: str, program_id: str) -> dict[str, int]:
+    from sqlalchemy import func
+
+    stmt = (
+        select(member_segments.c.segment, func.count())
+        .where(member_segments.c.merchant_id == merchant_id, member_segments.c.program_id == program_id)
+        .group_by(member_segments.c.segment)
+    )
+    return {str(s): int(n) for s, n in conn.execute(stmt)}
