@@ -38,6 +38,8 @@ SIZES = {
         "postings_large": 1_000_000,
         "clv_customers": 100_000,
         "import_rows": 1_000,
+        "analytics_purchases": 20_000,
+        "analytics_members": 2_000,
     },
     "full": {
         "ingest_events": 5000,
@@ -48,9 +50,11 @@ SIZES = {
         "postings_large": 10_000_000,
         "clv_customers": 100_000,
         "import_rows": 1_000_000,
+        "analytics_purchases": 1_000_000,
+        "analytics_members": 100_000,
     },
 }
-BENCHMARKS = ("ingest", "http_earn", "jobs", "balance_read", "extra")
+BENCHMARKS = ("ingest", "http_earn", "jobs", "balance_read", "extra", "analytics")
 
 
 def machine() -> dict[str, Any]:
@@ -140,6 +144,10 @@ def table(results: dict[str, Any]) -> str:
             "p99 growth <= 1.2",
             f"p99 {r['p99_ms_small_ledger']} -> {r['p99_ms_large_ledger']} ms (x{r['p99_growth']})",
         )
+    if "postgres" in results.get("analytics", {}):
+        r = results["analytics"]["postgres"]
+        took = sum(v["patron"] for v in r["reports_ms"].values())
+        add("analytics", r, "(orientation)", f"5 reports in {took:,.0f} ms over {r['purchases']:,} purchases")
     widths = [max(len(str(row[i])) for row in rows) for i in range(6)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
 
@@ -385,6 +393,20 @@ def main() -> None:
     step("jobs", jobs)
     step("balance_read", balance_read)
     step("extra", extra)
+
+    def analytics() -> None:
+        import suite_analytics
+
+        results["analytics"] = {
+            "postgres": suite_analytics.run(
+                url,
+                purchases=size["analytics_purchases"],
+                people=size["analytics_members"],
+                rounds=args.rounds,
+            )
+        }
+
+    step("analytics", analytics)
     save()
     log("\n" + table(results))
     if args.out == RESULTS:

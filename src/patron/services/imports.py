@@ -126,6 +126,12 @@ def import_members(
     )
 
 
+#: After importing this many rows, PostgreSQL's planner statistics are refreshed at once rather
+#: than when autovacuum gets to it: reports on a freshly loaded ledger would otherwise pick
+#: nested loops over tables the planner still thinks are empty.
+ANALYZE_AFTER = 5_000
+
+
 def import_transactions(
     engine: Engine,
     *,
@@ -181,6 +187,8 @@ def import_transactions(
             on_rejected(r)
         if progress is not None:
             progress(len(batch))
+    if summary.imported >= ANALYZE_AFTER:
+        ingest.refresh_statistics(engine)
     return summary
 
 

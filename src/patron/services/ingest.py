@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from patron.domain import earning
@@ -217,6 +217,20 @@ def _timeless(program: Program) -> bool:
         or r.target.hours_to
         for r in program.rules
     )
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """``ANALYZE`` the tables a bulk load fills (PostgreSQL; SQLite plans without statistics)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        conn.execute(
+            text(
+                "ANALYZE members, member_balances, events, event_lines, event_rules, journals, "
+                "postings, lots, qualifications"
+            )
+        )
+        conn.commit()
 
 
 def fast_program(program: Program) -> bool:

@@ -326,8 +326,7 @@ def _requalify(
                 rows, given = program_inputs(
                     conn, merchant_id=m, program_id=program_id, member_ids=ids, metrics={program.tiers.metric}
                 )
-                known = tiers_repo.recorded_changes(conn, m, ids)
-                new_rows = []
+                candidates = []
                 for member in batch:
                     _, moves = history(
                         program.tiers,
@@ -338,13 +337,9 @@ def _requalify(
                         assignments=given.get(member["id"], []),
                     )
                     for c in moves:
-                        if (
-                            c.cause != "period_end"
-                            or c.to_id is None
-                            or (member["id"], c.at, c.to_id) in known
-                        ):
+                        if c.cause != "period_end" or c.to_id is None:
                             continue
-                        new_rows.append(
+                        candidates.append(
                             {
                                 "merchant_id": m,
                                 "member_id": member["id"],
@@ -357,7 +352,9 @@ def _requalify(
                                 "recorded_at": utcnow(),
                             }
                         )
-                tiers_repo.insert_changes(conn, new_rows)
+                # a change already recorded (an earlier run) conflicts on the key and is skipped
+                stored = tiers_repo.insert_new_changes(conn, candidates)
+                new_rows = [r for r in candidates if (r["member_id"], r["at"], r["to_tier"]) in stored]
                 outbox.emit_many(
                     conn,
                     merchant_id=m,

@@ -131,6 +131,25 @@ def recorded_changes(
     return {(str(m), at, str(t)) for m, at, t in conn.execute(stmt)}
 
 
+def insert_new_changes(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, datetime, str]]:
+    """Insert the changes not recorded yet (by key: member, time, tier) in one statement; the
+    keys of those inserted. No read first: a growing table's stale statistics cannot slow it."""
+    from patron.storage.tables import tier_changes
+
+    if not rows:
+        return set()
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    key = ["merchant_id", "member_id", "at", "to_tier"]
+    base = (
+        postgresql.insert(tier_changes).on_conflict_do_nothing(index_elements=key)
+        if conn.dialect.name == "postgresql"
+        else sqlite.insert(tier_changes).on_conflict_do_nothing(index_elements=key)
+    )
+    stmt = base.returning(tier_changes.c.member_id, tier_changes.c.at, tier_changes.c.to_tier)
+    return {(str(m), at, str(t)) for m, at, t in conn.execute(stmt, rows)}
+
+
 def insert_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
     from patron.storage.tables import tier_changes
 
