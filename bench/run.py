@@ -242,6 +242,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"| import | | | | | {i['rows']:,} rows in {i['seconds']} s ({i['rows_per_s']:,.0f} rows/s), "
             f"peak RSS {i['peak_rss_mib']} MiB | | 1M rows at that rate: {i['projected_1m_s']:,} s |"
         )
+    a = results.get("analytics", {}).get("postgres")
+    if a:
+        ms = a["reports_ms"]
+        lines.append(
+            f"| analytics | {a['ratio']} | {a['ratio_min']} | {a['ratio_max']} | (orientation) | "
+            + ", ".join(f"{k} {v['patron']} ms" for k, v in ms.items())
+            + " | "
+            + ", ".join(f"{k} {v['twin']} ms" for k, v in ms.items())
+            + f" | {a['purchases']:,} purchases of {a['members']:,} members |"
+        )
     for rerun in results.get("reruns", []):
         lines.append(f"\nRe-run of {', '.join(rerun['only'])} at {rerun['date']} ({rerun['seconds']} s).")
     return "\n".join(lines)

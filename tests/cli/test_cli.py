@@ -134,3 +134,12 @@ def test_serve_answers_over_http(shop: dict[str, Any]) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_worker_runs_every_job_once_a_round(shop: dict[str, Any]) -> None:
+    from patron.services.jobs import JOBS
+
+    first = run(shop["db"], "worker", "--once")
+    for name in JOBS:
+        assert f" {name}: " in first.stdout, (name, first.stdout, first.stderr)
+    assert "Traceback" not in first.stdout + first.stderr

@@ -105,10 +105,13 @@ def worker(
     interval: Annotated[int, typer.Option(help="Seconds between rounds.")] = 60,
     once: Annotated[bool, typer.Option(help="Run one round and exit.")] = False,
 ) -> None:
-    """Run the scheduled jobs as of now, every --interval seconds, until stopped."""
+    """Run the scheduled jobs as of now (the daily ones as of midnight UTC), and one pass of the
+    outbound webhook dispatcher, every --interval seconds, until stopped. (`patron webhooks
+    deliver` delivers webhooks within a second, if you need them sooner.)"""
     import time
 
-    from patron.domain.errors import Conflict
+    from patron.domain.errors import PatronError
+    from patron.services import webhooks_out
     from patron.services.clock import utcnow
     from patron.services.jobs import JOBS, scheduled_time, summary
     from patron.services.jobs import run_job as run
@@ -118,10 +121,13 @@ def worker(
             at = scheduled_time(name, utcnow())
             try:
                 result = run(engine(), name, as_of=at)
-            except Conflict as exc:
+            except PatronError as exc:  # reported, and the other jobs still run
                 err.print(f"{name}: {exc.detail}")
                 continue
             console.print(f"{at.isoformat(timespec='seconds')} {name}: {summary(result)}")
+        sent = webhooks_out.dispatch(engine(), now=utcnow())
+        if sent.attempted:
+            console.print(f"webhooks: {sent.delivered} delivered, {sent.failed} failed", highlight=False)
         if once:
             return
         time.sleep(interval)
