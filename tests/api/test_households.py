@@ -103,7 +103,7 @@ def test_household_redemption_draws_from_two_members_soonest_expiring_first(api:
     assert api.points(carol)["available"] == 0
     assert api.get(f"/v1/households/{household}").json()["pool"]["available"] == 200
 
-    reason = "household pool: for Alice's Hamper"
+    reason = f"household pool: for member {alice}: Hamper"  # no personal data in the ledger
     bob_lines = [e for e in ledger(api, bob) if e["type"] == "household_transfer"]
     assert [(e["account"], e["points"], e["reason"]) for e in bob_lines] == [("available", -300, reason)]
     alice_lines = [e for e in ledger(api, alice) if e["type"] == "household_transfer"]

@@ -136,10 +136,6 @@ def _audit(
     )
 
 
-def _display_name(member: dict[str, Any]) -> str:
-    return str(member.get("name") or member.get("email") or member["id"])
-
-
 def household_view(conn: Connection, *, merchant_id: str, row: dict[str, Any]) -> dict[str, Any]:
     """The household with its members, roles, permissions, each member's available points and the
     pool (the available points of its active members)."""
@@ -493,7 +489,8 @@ def fund_from_pool(
             member_id,
             draws,
             lot_ids=[new_id("lot") for _ in draws],
-            reason=f"household pool: for {_display_name(member)}'s {purpose}",
+            # the ledger is kept for ever and never rewritten: no names in it, only the member id
+            reason=f"household pool: for member {member['id']}: {purpose}",
         )
         journal_id = repo.write_transfer(
             conn,
