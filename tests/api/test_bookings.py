@@ -319,3 +319,25 @@ def test_racing_bookings_never_overdraw_the_booker(engine: Engine) -> None:
         assert (b.available, b.redeemed) == (100, 900)
         assert len(bookings.of_member(conn, merchant_id=mid, member_id=booker)) == 3
         assert ledger.verify(conn, merchant_id=mid) == []
+
+
+def test_the_household_pool_can_pay_for_an_award_booking(bapi: Api) -> None:
+    program = bapi.program(bean_rewards(tiers=None, households={"max_members": 4, "cooldown_days": 30}))
+    head = bapi.member(program, email="head@example.com", name="Hana Head")
+    partner = bapi.member(program, email="partner@example.com", name="Pat Partner")
+    fund(bapi, head, 100)
+    fund(bapi, partner, 500)
+    r = bapi.post("/v1/households", {"program_id": program, "head_member_id": head, "name": "Heads"})
+    assert r.status_code == 201, r.text
+    household = r.json()["id"]
+    r = bapi.post(f"/v1/households/{household}/members", {"member_id": partner, "role": "adult"})
+    assert r.status_code == 201, r.text
+    alone = bapi.post(f"/v1/members/{head}/bookings", booking([head], points=400))
+    assert alone.status_code == 409 and alone.json()["type"].endswith("insufficient-points")
+    pooled = bapi.post(f"/v1/members/{head}/bookings", booking([head], points=400, use_household_pool=True))
+    assert pooled.status_code == 201, pooled.text
+    assert bapi.points(head)["available"] == 0 and bapi.points(head)["redeemed"] == 400
+    assert bapi.points(partner)["available"] == 200  # 300 moved to the booker from the pool
+    too_much = bapi.post(f"/v1/members/{head}/bookings", booking([head], points=500, use_household_pool=True))
+    assert too_much.status_code == 409 and bapi.points(partner)["available"] == 200  # nothing moved
+    assert verified(bapi)

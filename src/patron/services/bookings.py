@@ -185,8 +185,11 @@ def book(
     points_per_passenger: int,
     passengers: Sequence[str],
     consent_codes: Mapping[str, str] | None = None,
+    use_household_pool: bool = False,
 ) -> dict[str, Any]:
-    """Book award seats on ``route`` for ``passengers``, paid by the booker's points."""
+    """Book award seats on ``route`` for ``passengers``, paid by the booker's points (with
+    ``use_household_pool``, what the booker lacks moves to them from their household's pool
+    first, in the same transaction)."""
     codes = dict(consent_codes or {})
     rules.check_request(passengers, points_per_passenger, codes)
     origin, destination = rules.parse_route(route)
@@ -195,6 +198,16 @@ def book(
     if booker["status"] != "active":
         raise MemberInactive(f"member is {booker['status']}: no bookings")
     now = utcnow()
+    if use_household_pool:  # locks the household, then its members in id order, the booker too
+        from patron.services.households import fund_from_pool
+
+        fund_from_pool(
+            conn,
+            merchant_id=merchant_id,
+            member_id=booker_id,
+            points=points_per_passenger * len(passengers),
+            purpose=f"award booking {origin}-{destination}",
+        )
     ledger_repo.lock_balances(conn, merchant_id, booker_id)
     found, to_use = _authorise(conn, merchant_id, booker, passengers, codes, now)
     booking_id = new_id("bkg")

@@ -35,6 +35,11 @@ class BookingCreate(BaseModel):
         dict[str, Annotated[str, Field(min_length=1, max_length=20)]],
         Field(max_length=9, description="Passenger id → the consent code that passenger issued."),
     ] = {}
+    use_household_pool: bool = Field(
+        False,
+        description="Pay what the booker lacks from their household's pool (the program's `households` "
+        "setting decides who may spend it).",
+    )
 
 
 @router.post("/members/{passenger_id}/travel-consents", status_code=201)
@@ -105,6 +110,7 @@ def book(booker_id: str, body: BookingCreate, call: CallDep) -> JSONResponse:
             points_per_passenger=body.points_per_passenger,
             passengers=body.passengers,
             consent_codes=body.consent_codes,
+            use_household_pool=body.use_household_pool,
         ),
         scope="pos",
         status=201,
