@@ -357,3 +357,20 @@ def test_a_membership_started_on_the_31st_renews_on_month_ends_without_drifting(
     leap = datetime(2028, 2, 29, tzinfo=UTC)
     assert period_boundary(leap, Interval.YEAR, 1) == datetime(2029, 2, 28, tzinfo=UTC)
     assert period_boundary(leap, Interval.YEAR, 4) == datetime(2032, 2, 29, tzinfo=UTC)
+
+
+def test_a_membership_recorded_after_the_fact_gets_its_history_written(api: Api, engine: Engine) -> None:
+    program = api.program(program_body())
+    member = api.member(program, email="late@example.com")
+    r = api.post(
+        f"/v1/members/{member}/memberships",
+        {"plan_id": "plus", "trial": True, "started_at": "2026-01-10T00:00:00+00:00"},
+    )
+    assert r.status_code == 201, r.text
+    membership = r.json()["id"]
+    pay(api, membership, "late-1", at("2026-01-20T00:00:00+00:00"))
+    done = run_job(engine, "memberships", as_of=at("2026-03-01T00:00:00+00:00"), merchant_id=api.merchant_id)
+    assert (done.members, done.lots) == (1, 2)
+    seen = api.get(f"/v1/memberships/{membership}", params={"as_of": "2026-03-01T00:00:00+00:00"}).json()
+    moves = [(h["kind"], h["to"], h["at"][:10]) for h in seen["history"]]
+    assert moves[-2:] == [("state", "past_due", "2026-02-20"), ("state", "lapsed", "2026-02-27")]

@@ -245,7 +245,10 @@ def start_membership(
         "fee": plan.fee,
         "currency": plan.currency,
         "grace_days": plan.grace_days,
-        "state": rules.state_at(m, now).value,
+        # the state as of the last change written down (here, the start): the `memberships` job
+        # writes each later change (trial over, payment due, lapse) at the time it took effect,
+        # also for a membership recorded after the fact
+        "state": (rules.State.TRIALING if trial else rules.State.ACTIVE).value,
         "started_at": m.started_at,
         "trial_ends_at": m.trial_ends_at,
         "anchor_at": None,
@@ -330,7 +333,7 @@ def _apply_payment(
         "anchor_at": after.anchor,
         "periods_paid": after.periods_paid,
         "paid_through": rules.paid_through(after),
-        "state": rules.state_at(after, now).value,
+        "state": rules.state_at(after, paid_at).value,
         "updated_at": now,
     }
     repo.update_membership(conn, merchant_id, row["id"], **changes)
