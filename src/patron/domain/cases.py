@@ -92,6 +92,8 @@ def transition(status: Status, action: Action, *, has_assignee: bool) -> Status:
         why = _WHY.get(action, "not allowed")
         if action == Action.CONTACTED and status == Status.RESOLVED:
             why = "the case is resolved; reopen it first"
+        elif action == Action.RESOLVED and status == Status.RESOLVED:
+            why = "the case is already resolved"
         raise InvalidTransition(
             f"case is {status.value}: {why}", case_status=status.value, action=action.value
         )
