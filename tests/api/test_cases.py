@@ -217,3 +217,20 @@ def test_a_read_only_key_can_look_but_not_act(api: Api, engine: Engine) -> None:
     assert reader.post(f"/v1/cases/{case['id']}/comments", {"text": "hi"}).status_code == 403
     assert reader.post(f"/v1/members/{member}/surveys", {"kind": "nps", "score": 1}).status_code == 403
     assert len(api.get(f"/v1/cases/{case['id']}").json()["timeline"]) == 1
+
+
+def test_cases_go_to_owners_and_managers_not_till_staff(api: Api, engine: Engine) -> None:
+    member = api.member(api.program(), email="till-case@example.com")
+    case = new_case(api, member)
+    with engine.begin() as conn:
+        till = create_user(
+            conn,
+            merchant_id=api.merchant_id,
+            email="till-only@example.com",
+            password="correct horse battery",
+            role="staff",
+        )
+    refused = act(api, case["id"], "assign", {"user_id": till["id"]}, expect=422)
+    assert "owner or a manager" in refused["detail"]
+    manager = console_user(engine, api, "manager-case@example.com")
+    assert act(api, case["id"], "assign", {"user_id": manager})["assignee"] == manager

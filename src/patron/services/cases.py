@@ -65,8 +65,17 @@ def case_view(row: dict[str, Any], timeline: list[dict[str, Any]] | None = None)
 
 
 def _check_user(conn: Connection, merchant_id: str, user_id: str) -> None:
-    if users_repo.get_user(conn, merchant_id, user_id) is None:
+    """Cases are worked in the console: the assignee is one of the merchant's owners or managers."""
+    from patron.services.users import CONSOLE_ROLES
+
+    user = users_repo.get_user(conn, merchant_id, user_id)
+    if user is None:
         raise NotFound(f"user {user_id} not found")
+    if user["role"] not in CONSOLE_ROLES:
+        raise InvalidInput(
+            f"user {user_id} is {user['role']} (the till only): assign cases to an owner or a manager",
+            field="user_id",
+        )
 
 
 def _append(
