@@ -40,6 +40,17 @@ def members_holding(
     return [(str(m), str(mem)) for m, mem in conn.execute(stmt)]
 
 
+def _among(conn: Connection, column: Any, values: list[str]) -> Any:
+    """``column IN values``; on PostgreSQL one array parameter (``= ANY(%s)``) rather than
+    hundreds of expanded bind parameters to render and plan each batch."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy import String, any_
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, values, type_=ARRAY(String)))
+    return column.in_(values)
+
+
 def lock_members(conn: Connection, pairs: list[tuple[str, str]]) -> None:
     """Lock the members' balance rows in key order (PostgreSQL), as a debit does, in one query."""
     if conn.dialect.name != "postgresql" or not pairs:
@@ -50,7 +61,9 @@ def lock_members(conn: Connection, pairs: list[tuple[str, str]]) -> None:
     for merchant_id, ids in by_merchant.items():
         conn.execute(
             select(member_balances.c.member_id)
-            .where(member_balances.c.merchant_id == merchant_id, member_balances.c.member_id.in_(ids))
+            .where(
+                member_balances.c.merchant_id == merchant_id, _among(conn, member_balances.c.member_id, ids)
+            )
             .order_by(member_balances.c.member_id)
             .with_for_update()
         ).all()
@@ -86,8 +99,8 @@ def due_lots(
         )
         .join(origin, and_(origin.c.merchant_id == lots.c.merchant_id, origin.c.id == lots.c.journal_id))
         .where(lots.c[due_column] <= as_of, postings.c.account == account)
-        .where(lots.c.merchant_id.in_(sorted({m for m, _ in members})))
-        .where(lots.c.member_id.in_([m for _, m in members]))
+        .where(_among(conn, lots.c.merchant_id, sorted({m for m, _ in members})))
+        .where(_among(conn, lots.c.member_id, [m for _, m in members]))
         .group_by(
             lots.c.merchant_id,
             lots.c.id,
