@@ -161,6 +161,8 @@ def _member_page(
     except InvalidInput:  # a bad cursor: start from the newest
         data = console.member_360(conn, merchant_id=who.merchant_id, member_id=member_id)
     tier = data["tier"]
+    from patron.web.admin_cases import _people, member_care  # the cases and household sections
+
     return render(
         request,
         "admin/member.html",
@@ -174,6 +176,8 @@ def _member_page(
         form=form or {},
         errors=errors or {},
         notice=notice,
+        care=member_care(conn, who, member_id),
+        people=_people(conn, who),
         title=data["member"]["name"] or data["member"]["card_number"],
         nav="members",
     )

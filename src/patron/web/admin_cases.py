@@ -14,11 +14,10 @@ from sqlalchemy import Connection
 from patron.domain import cases as rules
 from patron.domain import surveys as survey_rules
 from patron.domain.errors import Conflict, InvalidInput, NotFound
-from patron.services import at_risk, cases, console, households, members, programs, staff, surveys
+from patron.services import at_risk, cases, households, members, programs, staff, surveys
 from patron.services.clock import utcnow
 from patron.web.charts_extra import line_chart
 from patron.web.common import Staff, render, staff_page
-from patron.web.format import tier_progress_percent, tier_sentences
 
 router = APIRouter(include_in_schema=False)
 
@@ -359,6 +358,8 @@ def open_for_member(
         else:
             if not text:
                 errors = {"summary": "Say what the case is about."}
+                from patron.web.admin import _member_page
+
                 return _member_page(request, conn, who, member_id, errors=errors, status=422)
             case = cases.open_case(
                 conn, merchant_id=who.merchant_id, member_id=member["id"], summary=text, actor=actor_of(who)
@@ -376,60 +377,6 @@ def member_care(conn: Connection, who: Staff, member_id: str) -> dict[str, Any]:
     found = cases.list_cases(conn, merchant_id=who.merchant_id, member_id=member_id, limit=20)
     home = households.household_of_member(conn, merchant_id=who.merchant_id, member_id=member_id)
     return {"cases": found["data"], "more_cases": found["has_more"], "household": home}
-
-
-@router.get("/admin/members/{member_id}")
-def member_page(
-    request: Request, member_id: str, cursor: str | None = None, adjusted: int | None = None
-) -> Response:
-    """The 360-degree view of ``admin.member`` plus the member's cases and household. This
-    router is included before ``admin``'s so that this route answers; the adjust form's
-    re-display (``admin.adjust``) shows the page without those two sections."""
-    notice = None
-    if adjusted:
-        notice = f"Points adjusted by {'+' if adjusted > 0 else ''}{adjusted:,}."
-
-    def work(conn: Connection, who: Staff) -> Response:
-        return _member_page(request, conn, who, member_id, cursor=cursor, notice=notice)
-
-    return staff_page(request, work)
-
-
-def _member_page(
-    request: Request,
-    conn: Connection,
-    who: Staff,
-    member_id: str,
-    *,
-    cursor: str | None = None,
-    errors: dict[str, str] | None = None,
-    form: dict[str, str] | None = None,
-    notice: str | None = None,
-    status: int = 200,
-) -> Response:
-    try:
-        data = console.member_360(conn, merchant_id=who.merchant_id, member_id=member_id, cursor=cursor)
-    except InvalidInput:  # a bad cursor: start from the newest
-        data = console.member_360(conn, merchant_id=who.merchant_id, member_id=member_id)
-    people = _people(conn, who)
-    return render(
-        request,
-        "admin/member.html",
-        status=status,
-        who=who,
-        d=data,
-        m=data["member"],
-        program=data["program"],
-        tier_words=tier_sentences(data["tier"], data["program"]),
-        tier_percent=tier_progress_percent(data["tier"]),
-        form=form or {},
-        errors=errors or {},
-        notice=notice,
-        care=member_care(conn, who, member_id),
-        people=people,
-        title=data["member"]["name"] or data["member"]["card_number"],
-        nav="members",
-    )
 
 
 # --- at risk -------------------------------------------------------------------------------------
