@@ -5,17 +5,14 @@ on a 390 px phone without sideways scrolling. Screenshots go where ``test_browse
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.web.test_browser import ARTIFACTS, CHROMIUM, PASSWORD, _free_port, _no_sideways_scroll, _shot
+from tests.web.browser_support import chromium, web_server
+from tests.web.test_browser import ARTIFACTS, CHROMIUM, PASSWORD, _no_sideways_scroll, _shot
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="browser tests need Chromium at /usr/bin/chromium"),
@@ -65,48 +62,14 @@ def _seed(url: str) -> dict[str, Any]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     url = f"sqlite:///{tmp_path_factory.mktemp('console') / 'patron.db'}"
     seeded = _seed(url)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_PUBLIC_URL": base}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "patron.web.app:create_web_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                pytest.fail(f"the server did not start: {err[-2000:]}")
-            time.sleep(0.1)
+    with web_server(url) as base:
         yield {**seeded, "base": base}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _timed(page: Any, url: str, timings: dict[str, float], name: str) -> None:
