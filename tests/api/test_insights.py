@@ -374,7 +374,8 @@ def test_rules_and_rewards_can_target_the_segments_job_computed(api: Api, engine
     as_of = datetime(2026, 7, 1, 12, tzinfo=UTC)
     first = run_job(engine, "segments", as_of=as_of, merchant_id=api.merchant_id)
     again = run_job(engine, "segments", as_of=as_of, merchant_id=api.merchant_id)
-    assert (first.members, first.lots) == (again.members, again.lots) == (1, 5)
+    assert (first.members, first.lots, first.points) == (1, 5, 5)
+    assert (again.members, again.lots, again.points) == (1, 0, 5)  # the same day again changes nothing
     at_risk = api.event(purchase(ids["E"], "seg-E-after", [_item(1000)], occurred_at="2026-07-02T09:00:00Z"))
     assert at_risk["points"] == 60 and {r["rule_id"] for r in at_risk["rules"]} == {"base", "come-back"}
     champion = api.event(purchase(ids["B"], "seg-B-after", [_item(1000)], occurred_at="2026-07-02T09:00:00Z"))

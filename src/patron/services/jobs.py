@@ -71,7 +71,7 @@ SUMMARIES = {
     "at-risk": "{members:,} members assessed, {lots:,} newly at risk",
     "dividends": "{members:,} members paid dividends totalling {points:,} (minor units of money)",
     "memberships": "{lots:,} state changes in {members:,} memberships",
-    "segments": "{lots:,} members placed in segments across {members:,} programs",
+    "segments": "{points:,} members in segments across {members:,} programs, {lots:,} of them moved",
 }
 
 
@@ -166,8 +166,10 @@ def _dispatch(
     if name == "segments":
         from patron.services.segments import run_segments
 
-        programs_done, placed = run_segments(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
-        return JobResult(name, as_of, programs_done, placed, 0)
+        programs_done, changed, placed = run_segments(
+            engine, as_of=as_of, merchant_id=merchant_id, progress=progress
+        )
+        return JobResult(name, as_of, programs_done, changed, placed)
     if name == "at-risk":
         from patron.services.at_risk import run_at_risk
 

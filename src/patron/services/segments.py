@@ -22,8 +22,11 @@ def segment_of(conn: Connection, *, merchant_id: str, member_id: str) -> str | N
     return repo.segment_of(conn, merchant_id, member_id)
 
 
-def assess(conn: Connection, *, merchant_id: str, program_id: str, as_of: datetime) -> dict[str, int]:
-    """Recompute the program's segments as of ``as_of``; members per segment."""
+def assess(
+    conn: Connection, *, merchant_id: str, program_id: str, as_of: datetime
+) -> tuple[dict[str, int], int]:
+    """Recompute the program's segments as of ``as_of``: members per segment, and how many
+    members' segments changed."""
     from patron.services.insights import member_segments
     from patron.services.programs import program_at
 
@@ -46,11 +49,13 @@ def assess(conn: Connection, *, merchant_id: str, program_id: str, as_of: dateti
         }
         for member_id, segment in sorted(found.items())
     ]
-    repo.replace_program(conn, merchant_id=merchant_id, program_id=program_id, rows=rows, as_of=as_of)
+    changed = repo.replace_program(
+        conn, merchant_id=merchant_id, program_id=program_id, rows=rows, as_of=as_of
+    )
     counts: dict[str, int] = {}
     for segment in found.values():
         counts[segment] = counts.get(segment, 0) + 1
-    return counts
+    return counts, changed
 
 
 def run_segments(
@@ -59,14 +64,17 @@ def run_segments(
     as_of: datetime,
     merchant_id: str | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[int, int]:
-    """The job: (programs, members placed in a segment). The same ``as_of`` gives the same result."""
+) -> tuple[int, int, int]:
+    """The job: (programs, members whose segment changed, members in a segment). A second run
+    for the same ``as_of`` changes nothing."""
     with engine.begin() as conn:
         targets = jobs_repo.all_programs(conn, merchant_id)
-    placed = 0
+    placed = changed = 0
     for m, program_id in targets:
         with engine.begin() as conn:
-            placed += sum(assess(conn, merchant_id=m, program_id=program_id, as_of=as_of).values())
+            counts, moved = assess(conn, merchant_id=m, program_id=program_id, as_of=as_of)
+        placed += sum(counts.values())
+        changed += moved
         if progress:
             progress(1)
-    return len(targets), placed
+    return len(targets), changed, placed

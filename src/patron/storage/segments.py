@@ -46,15 +46,25 @@ def segment_of(conn: Connection, merchant_id: str, member_id: str) -> str | None
 
 def replace_program(
     conn: Connection, *, merchant_id: str, program_id: str, rows: list[dict[str, Any]], as_of: datetime
-) -> None:
-    """The program's segments become ``rows`` (member_id, segment): set-based, in one transaction."""
-    conn.execute(
-        delete(member_segments).where(
-            member_segments.c.merchant_id == merchant_id, member_segments.c.program_id == program_id
+) -> int:
+    """The program's segments become ``rows``; only members whose segment changed (or who left
+    every segment) are rewritten, so a second run that finds the same changes nothing. Returns
+    how many members changed."""
+    where = (member_segments.c.merchant_id == merchant_id, member_segments.c.program_id == program_id)
+    current = {
+        str(m): str(s)
+        for m, s in conn.execute(select(member_segments.c.member_id, member_segments.c.segment).where(*where))
+    }
+    wanted = {r["member_id"]: r for r in rows}
+    gone = [m for m, s in current.items() if m not in wanted or wanted[m]["segment"] != s]
+    fresh = [r for m, r in wanted.items() if current.get(m) != r["segment"]]
+    for i in range(0, len(gone), 1000):
+        conn.execute(
+            delete(member_segments).where(*where, member_segments.c.member_id.in_(gone[i : i + 1000]))
         )
-    )
-    if rows:
-        conn.execute(insert(member_segments), rows)
+    if fresh:
+        conn.execute(insert(member_segments), fresh)
+    return len(set(gone) | {r["member_id"] for r in fresh})
 
 
 def counts(conn: Connection, merchant_id: str, program_id: str) -> dict[str, int]:
