@@ -49,9 +49,7 @@ def assess(
         }
         for member_id, segment in sorted(found.items())
     ]
-    changed = repo.replace_program(
-        conn, merchant_id=merchant_id, program_id=program_id, rows=rows, as_of=as_of
-    )
+    changed = repo.replace_program(conn, merchant_id=merchant_id, program_id=program_id, rows=rows)
     counts: dict[str, int] = {}
     for segment in found.values():
         counts[segment] = counts.get(segment, 0) + 1

@@ -3,7 +3,6 @@ rules and rewards that target a segment. One row per member: the latest assessme
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -45,7 +44,7 @@ def segment_of(conn: Connection, merchant_id: str, member_id: str) -> str | None
 
 
 def replace_program(
-    conn: Connection, *, merchant_id: str, program_id: str, rows: list[dict[str, Any]], as_of: datetime
+    conn: Connection, *, merchant_id: str, program_id: str, rows: list[dict[str, Any]]
 ) -> int:
     """The program's segments become ``rows``; only members whose segment changed (or who left
     every segment) are rewritten, so a second run that finds the same changes nothing. Returns
@@ -65,14 +64,3 @@ def replace_program(
     if fresh:
         conn.execute(insert(member_segments), fresh)
     return len(set(gone) | {r["member_id"] for r in fresh})
-
-
-def counts(conn: Connection, merchant_id: str, program_id: str) -> dict[str, int]:
-    from sqlalchemy import func
-
-    stmt = (
-        select(member_segments.c.segment, func.count())
-        .where(member_segments.c.merchant_id == merchant_id, member_segments.c.program_id == program_id)
-        .group_by(member_segments.c.segment)
-    )
-    return {str(s): int(n) for s, n in conn.execute(stmt)}

@@ -118,19 +118,6 @@ def assignments_of_program(
     return out
 
 
-def recorded_changes(
-    conn: Connection, merchant_id: str, member_ids: list[str]
-) -> set[tuple[str, datetime, str]]:
-    from patron.storage.tables import tier_changes
-
-    if not member_ids:
-        return set()
-    stmt = select(tier_changes.c.member_id, tier_changes.c.at, tier_changes.c.to_tier).where(
-        tier_changes.c.merchant_id == merchant_id, tier_changes.c.member_id.in_(member_ids)
-    )
-    return {(str(m), at, str(t)) for m, at, t in conn.execute(stmt)}
-
-
 def insert_new_changes(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, datetime, str]]:
     """Insert the changes not recorded yet (by key: member, time, tier) in one statement; the
     keys of those inserted. No read first: a growing table's stale statistics cannot slow it."""
@@ -148,13 +135,6 @@ def insert_new_changes(conn: Connection, rows: list[dict[str, Any]]) -> set[tupl
     )
     stmt = base.returning(tier_changes.c.member_id, tier_changes.c.at, tier_changes.c.to_tier)
     return {(str(m), at, str(t)) for m, at, t in conn.execute(stmt, rows)}
-
-
-def insert_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    from patron.storage.tables import tier_changes
-
-    if rows:
-        conn.execute(insert(tier_changes), rows)
 
 
 def program_members(
