@@ -140,14 +140,13 @@ def _review_reason(
     """Why the referral must be reviewed before anyone is credited, or None."""
 
     def party(member: dict[str, Any]) -> rules.Party:
-        prints = repo.payment_fingerprints(conn, merchant_id, member["id"])
+        prints, devices, shipped = repo.order_marks(conn, merchant_id, member["id"])
         attrs = member.get("attributes") or {}
         own = attrs.get("payment_fingerprint")
         if isinstance(own, str) and own:
             prints.add(own)
         if member is referee and fingerprint:
             prints.add(fingerprint)
-        devices, shipped = repo.order_marks(conn, merchant_id, member["id"])
         addresses = {
             rules.normalise_address(a) for a in (*shipped, attrs.get("address")) if isinstance(a, str)
         }

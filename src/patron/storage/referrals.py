@@ -73,20 +73,23 @@ def completed_at_addresses(conn: Connection, merchant_id: str, since: datetime) 
     return [(r[0], r[1]) for r in conn.execute(stmt)]
 
 
-def order_marks(conn: Connection, merchant_id: str, member_id: str) -> tuple[set[str], set[str]]:
-    """Device ids and IP addresses, and shipping addresses, on the member's stored events."""
+def order_marks(conn: Connection, merchant_id: str, member_id: str) -> tuple[set[str], set[str], set[str]]:
+    """What the member's stored events say about who placed them, in one pass over their bodies:
+    payment fingerprints, device ids and IP addresses, and shipping addresses."""
     stmt = select(events.c.body).where(events.c.merchant_id == merchant_id, events.c.member_id == member_id)
-    devices, addresses = set(), set()
+    prints, devices, addresses = set(), set(), set()
     for (body,) in conn.execute(stmt):
         attrs = body.get("attributes") if isinstance(body, dict) else None
         if not isinstance(attrs, dict):
             continue
+        if isinstance(attrs.get("payment_fingerprint"), str) and attrs["payment_fingerprint"]:
+            prints.add(attrs["payment_fingerprint"])
         for key in ("device_id", "ip_address"):
             if isinstance(attrs.get(key), str) and attrs[key]:
                 devices.add(f"{key}:{attrs[key]}")
         if isinstance(attrs.get("shipping_address"), str):
             addresses.add(attrs["shipping_address"])
-    return devices, addresses
+    return prints, devices, addresses
 
 
 def count_completed(conn: Connection, merchant_id: str, referrer_id: str) -> int:
@@ -150,15 +153,3 @@ def in_review(conn: Connection, merchant_id: str, program_id: str) -> list[dict[
         .order_by(referrals.c.completed_at, referrals.c.referee_id)
     )
     return [dict(r) for r in conn.execute(stmt).mappings()]
-
-
-def payment_fingerprints(conn: Connection, merchant_id: str, member_id: str) -> set[str]:
-    """Payment fingerprints (``attributes.payment_fingerprint``) on the member's stored events."""
-    stmt = select(events.c.body).where(events.c.merchant_id == merchant_id, events.c.member_id == member_id)
-    found = set()
-    for (body,) in conn.execute(stmt):
-        attrs = body.get("attributes") if isinstance(body, dict) else None
-        value = attrs.get("payment_fingerprint") if isinstance(attrs, dict) else None
-        if isinstance(value, str) and value:
-            found.add(value)
-    return found
