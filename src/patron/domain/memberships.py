@@ -30,12 +30,12 @@ Invariants
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from patron.domain.errors import Conflict, InvalidInput
+from patron.domain.expiry import add_months
 
 
 class State(StrEnum):
@@ -93,14 +93,6 @@ class Membership:
     periods_paid: int = 0
     cancelled_at: datetime | None = None
     grace_days: int = 0
-
-
-def add_months(at: datetime, months: int) -> datetime:
-    """``at`` plus calendar months; the 31st becomes the last day of a shorter month."""
-    index = at.month - 1 + months
-    year, month = at.year + index // 12, index % 12 + 1
-    day = min(at.day, calendar.monthrange(year, month)[1])
-    return at.replace(year=year, month=month, day=day)
 
 
 def period_boundary(anchor: datetime, interval: Interval, k: int) -> datetime:

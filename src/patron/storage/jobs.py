@@ -13,8 +13,9 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, func, select, tuple_, update
 
+from patron.storage.ingest import insert_many
 from patron.storage.tables import journals, lots, member_balances, postings
 
 
@@ -131,7 +132,7 @@ def move_lots(
     if not due:
         return
     names = {d["lot_id"]: _name(prefix, d["lot_id"], int(d.get("moves", 0))) for d in due}
-    _insert_many(
+    insert_many(
         conn,
         journals,
         [
@@ -165,7 +166,7 @@ def move_lots(
                     "occurred_at": d["at"],
                 }
             )
-    _insert_many(conn, postings, rows)
+    insert_many(conn, postings, rows)
     totals: dict[tuple[str, str], int] = {}
     for d in due:
         key = (d["merchant_id"], d["member_id"])
@@ -233,18 +234,3 @@ def all_programs(conn: Connection, merchant_id: str | None) -> list[tuple[str, s
     if merchant_id is not None:
         stmt = stmt.where(programs.c.merchant_id == merchant_id)
     return [(str(m), str(p)) for m, p in conn.execute(stmt)]
-
-
-def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert: COPY on PostgreSQL (one stream, in the same transaction), executemany on SQLite."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), rows)
-        return
-    columns = list(rows[0])
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
