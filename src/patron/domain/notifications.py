@@ -102,11 +102,6 @@ def wants(prefs: Preferences | None, kind: Kind, email: str | None) -> bool:
     return kind.value not in prefs.off and (family is None or family not in prefs.off)
 
 
-def fresh(at: datetime, *, as_of: datetime, max_age: timedelta) -> bool:
-    """An event message is due for what happened in ``(as_of - max_age, as_of]``."""
-    return as_of - max_age < at <= as_of
-
-
 def expiry_window(expires_at: datetime, *, as_of: datetime, windows: Iterable[int]) -> int | None:
     """The most urgent warning window (days) open at ``as_of`` for points expiring at
     ``expires_at``, or None when none is open (too early, or already expired).

@@ -225,20 +225,17 @@ def _record(
     repo.insert_risk(conn, rows)
     from patron.services import outbox
 
-    for row in rows:
-        if row["member_id"] in newly:
-            outbox.emit(
-                conn,
-                merchant_id=merchant_id,
-                type=outbox.MEMBER_AT_RISK,
-                member_id=row["member_id"],
-                occurred_at=as_of,
-                data={
-                    k: v.isoformat() if isinstance(v, datetime) else v
-                    for k, v in row.items()
-                    if k in ("recency_days", "p_alive", "method", "case_id", "last_purchase_at")
-                },
-            )
+    fields = ("recency_days", "p_alive", "method", "case_id", "last_purchase_at")
+    flagged = set(newly)
+    outbox.emit_many(
+        conn,
+        merchant_id=merchant_id,
+        events=[
+            (outbox.MEMBER_AT_RISK, row["member_id"], as_of, {k: row.get(k) for k in fields})
+            for row in rows
+            if row["member_id"] in flagged
+        ],
+    )
     return ProgramRisk(
         merchant_id=merchant_id,
         program_id=program_id,

@@ -168,7 +168,7 @@ def import_transactions(
             bodies = []
             for number, row, external_id, _, body in todo:
                 if external_id in known:
-                    body = {"id": body["id"], "type": "purchase", "member_id": known[external_id], **body}
+                    body = {**body, "member_id": known[external_id]}
                     bodies.append((number, row, body))
             outcomes = ingest.record_purchases(
                 conn, merchant_id=merchant_id, bodies=[b for _, _, b in bodies]

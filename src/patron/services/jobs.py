@@ -315,12 +315,14 @@ def _requalify(
     with engine.begin() as conn:
         targets = repo.all_programs(conn, merchant_id)
     for m, program_id in targets:
+        with engine.begin() as conn:
+            program, _ = program_at(conn, merchant_id=m, program_id=program_id, at=as_of)
+        if program.tiers is None or not program.tiers.levels:
+            continue
+        tz = ZoneInfo(program.timezone)
         after: str | None = None
         while True:
             with engine.begin() as conn:
-                program, _ = program_at(conn, merchant_id=m, program_id=program_id, at=as_of)
-                if program.tiers is None or not program.tiers.levels:
-                    break
                 batch = tiers_repo.program_members(conn, m, program_id, after=after, limit=BATCH)
                 if not batch:
                     break
@@ -334,7 +336,7 @@ def _requalify(
                         program.tiers,
                         rows[program.tiers.metric][member["id"]],
                         as_of=as_of,
-                        tz=ZoneInfo(program.timezone),
+                        tz=tz,
                         enrolled_at=member["enrolled_at"],
                         assignments=given.get(member["id"], []),
                     )

@@ -233,27 +233,14 @@ def memberships_of(conn: Connection, merchant_id: str, member_id: str) -> list[d
 
 
 def memberships_of_program(
-    conn: Connection,
-    merchant_id: str,
-    program_id: str,
-    *,
-    states: tuple[str, ...] | None = None,
-    plans: tuple[str, ...] | None = None,
-    after: str | None = None,
-    limit: int | None = None,
+    conn: Connection, merchant_id: str, program_id: str, *, plans: tuple[str, ...] | None = None
 ) -> list[dict[str, Any]]:
     stmt = select(memberships).where(
         memberships.c.merchant_id == merchant_id, memberships.c.program_id == program_id
     )
-    if states is not None:
-        stmt = stmt.where(memberships.c.state.in_(states))
     if plans is not None:
         stmt = stmt.where(memberships.c.plan_id.in_(plans))
-    if after is not None:
-        stmt = stmt.where(memberships.c.id > after)
     stmt = stmt.order_by(memberships.c.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
@@ -371,19 +358,6 @@ def credits_of(
     if as_of is not None:
         stmt = stmt.where(store_credit_entries.c.occurred_at <= as_of)
     return [dict(r) for r in conn.execute(stmt).mappings()]
-
-
-def credit_by_ref(conn: Connection, merchant_id: str, source_ref: str) -> dict[str, Any] | None:
-    return _one(
-        conn,
-        select(store_credit_entries).where(
-            store_credit_entries.c.merchant_id == merchant_id,
-            store_credit_entries.c.source_ref == source_ref,
-        ),
-    )
-
-
-# dividends --------------------------------------------------------------------------------------
 
 
 def get_run(conn: Connection, merchant_id: str, program_id: str, year: int) -> dict[str, Any] | None:

@@ -536,12 +536,3 @@ def of_member(conn: Connection, merchant_id: str, member_id: str, limit: int = 1
         .limit(limit)
     )
     return _rows(conn, stmt)
-
-
-def count_by_status(conn: Connection, merchant_id: str) -> dict[str, int]:
-    stmt = (
-        select(notifications.c.status, func.count())
-        .where(notifications.c.merchant_id == merchant_id)
-        .group_by(notifications.c.status)
-    )
-    return {str(s): int(n) for s, n in conn.execute(stmt)}
