@@ -140,13 +140,40 @@ def _hold(
         occurred_at=now,
         created_at=now,
     )
+    return _issue(
+        conn,
+        member,
+        reward_id=reward_id,
+        points=points,
+        grants=grants,
+        location_id=location_id,
+        journal_id=journal_id,
+        at=now,
+        expires_at=now + timedelta(minutes=program.reservation_ttl_minutes),
+    )
+
+
+def _issue(
+    conn: Connection,
+    member: dict[str, Any],
+    *,
+    reward_id: str,
+    points: int,
+    grants: dict[str, Any],
+    location_id: str | None,
+    journal_id: str | None,
+    at: datetime,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """Record a reserved redemption with a fresh single-use code and announce it."""
+    merchant_id = member["merchant_id"]
     code = random_code(CODE_LENGTH)
     while repo.code_taken(conn, merchant_id, code):
         code = random_code(CODE_LENGTH)
     row = {
         "merchant_id": merchant_id,
         "id": new_id("rdm"),
-        "member_id": member_id,
+        "member_id": member["id"],
         "program_id": member["program_id"],
         "reward_id": reward_id,
         "code": code,
@@ -157,12 +184,12 @@ def _hold(
         "reserve_journal_id": journal_id,
         "settle_journal_id": None,
         "fulfilment_status": None,
-        "reserved_at": now,
-        "expires_at": now + timedelta(minutes=program.reservation_ttl_minutes),
+        "reserved_at": at,
+        "expires_at": expires_at,
         "settled_at": None,
     }
     repo.insert_redemption(conn, row)
-    _announce(conn, "reward.issued", row, now)
+    _announce(conn, "reward.issued", row, at)
     return view(row)
 
 
@@ -199,30 +226,17 @@ def grant(
     reward = program.reward(reward_id)
     if reward is None:
         raise UnknownReward(f"the program has no reward {reward_id!r}", field="reward_id")
-    code = random_code(CODE_LENGTH)
-    while repo.code_taken(conn, merchant_id, code):
-        code = random_code(CODE_LENGTH)
-    row = {
-        "merchant_id": merchant_id,
-        "id": new_id("rdm"),
-        "member_id": member["id"],
-        "program_id": member["program_id"],
-        "reward_id": reward.id,
-        "code": code,
-        "points": 0,
-        "status": rules.Status.RESERVED.value,
-        "grants": rules_grants(reward, program),
-        "location_id": None,
-        "reserve_journal_id": None,
-        "settle_journal_id": None,
-        "fulfilment_status": None,
-        "reserved_at": at,
-        "expires_at": at + timedelta(days=valid_days),
-        "settled_at": None,
-    }
-    repo.insert_redemption(conn, row)
-    _announce(conn, "reward.issued", row, at)
-    return view(row)
+    return _issue(
+        conn,
+        member,
+        reward_id=reward.id,
+        points=0,
+        grants=rules_grants(reward, program),
+        location_id=None,
+        journal_id=None,
+        at=at,
+        expires_at=at + timedelta(days=valid_days),
+    )
 
 
 def pay_with_points(
