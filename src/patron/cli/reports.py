@@ -34,10 +34,10 @@ from patron.cli.common import (
     resolve_merchant,
     unit,
 )
-from patron.services import insights, simulation
+from patron.services import insights, reports, simulation
 from patron.services.clock import utcnow
 from patron.services.programs import get_program, program_at
-from patron.storage import analytics as analytics_repo
+from patron.storage import usage as usage_repo
 from patron.web.charts import bar_chart
 
 app = typer.Typer(
@@ -255,34 +255,25 @@ def liability(
     """Outstanding points now, breakage over the last 12 months and their value."""
 
     def build(conn: Connection, merchant_id: str) -> Report:
-        now = utcnow()
-        prog, _ = program_at(conn, merchant_id=merchant_id, program_id=program, at=now)
-        cost = cost_per_point
-        if cost is None and prog.points_payment is not None:
-            cost = prog.points_payment.per_amount / prog.points_payment.points
-        if cost is None:
-            fail("give --cost-per-point: the program has no points_payment to take it from")
-            raise AssertionError
-        f = analytics_repo.liability(
-            conn, merchant_id=merchant_id, program_id=program, as_of=now, since=now - timedelta(days=365)
+        figures = reports.liability(
+            conn, merchant_id=merchant_id, program_id=program, cost_per_point=cost_per_point
         )
-        left = f["redeemed"] + f["expired"]
-        breakage = f["expired"] / left if left else 0.0
-        expected = f["outstanding"] * (1 - breakage)
-        figures = {
-            **f,
-            "breakage_rate": round(breakage, 4),
-            "expected_redemptions": round(expected),
-            "cost_per_point": cost,
-            "liability": round(expected * cost),
+        if figures["liability"] is None:
+            fail("give --cost-per-point: the program has no points_payment to take it from")
+        now = figures.pop("as_of")
+        f = {
+            "outstanding": figures["outstanding"],
+            "redeemed": figures["redeemed_12_months"],
+            "expired": figures["expired_12_months"],
         }
+        currency = figures.pop("currency")  # numbers only in the table (Parquet needs one type)
         rows = [{"figure": k, "value": v} for k, v in figures.items()]
         keys = ["outstanding", "redeemed", "expired"]
         chart = bar_chart(
             ["outstanding", "redeemed (12 months)", "expired (12 months)"],
             [("Points", "issued", [max(int(f[k]), 0) for k in keys])],
             title="Points outstanding, redeemed and expired",
-            description=f"As of {now:%Y-%m-%d %H:%M} UTC.",
+            description=f"As of {now:%Y-%m-%d %H:%M} UTC; money in {currency}.",
             chart_id="liability",
         )
         return Report("liability", "Liability", rows, chart)
@@ -305,17 +296,22 @@ def usage(
     def build(conn: Connection, merchant_id: str) -> Report:
         prog, _ = program_at(conn, merchant_id=merchant_id, program_id=program, at=utcnow())
         zone = ZoneInfo(prog.timezone)
+        after_last = (last.year + (last.month == 12), last.month % 12 + 1)
+        starts = []  # the first instant of each month of the window, and of the month after it
+        year, month = first.year, first.month
+        while (year, month) <= after_last:
+            starts.append(datetime(year, month, 1, tzinfo=zone))
+            year, month = year + (month == 12), month % 12 + 1
+        found = usage_repo.usage_by_period(conn, merchant_id=merchant_id, program_id=program, bounds=starts)
         rows: list[dict[str, Any]] = []
         totals: list[tuple[str, int, int]] = []
-        year, month = first.year, first.month
-        while (year, month) <= (last.year, last.month):
-            s = datetime(year, month, 1, tzinfo=zone)
-            e = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=zone)
-            found = analytics_repo.usage(conn, merchant_id=merchant_id, program_id=program, start=s, end=e)
-            label = f"{year:04d}-{month:02d}"
-            rows += [{"month": label, **r} for r in found]
-            totals.append((label, sum(r["earns"] for r in found), sum(r["redemptions"] for r in found)))
-            year, month = year + (month == 12), month % 12 + 1
+        for i, start in enumerate(starts[:-1]):  # one query for every month of the window
+            label = f"{start:%Y-%m}"
+            mine = [r for r in found if r["period"] == i]
+            rows += [
+                {"month": label, **{k: r[k] for k in ("location_id", "earns", "redemptions")}} for r in mine
+            ]
+            totals.append((label, sum(r["earns"] for r in mine), sum(r["redemptions"] for r in mine)))
         if not rows:
             fail(f"no earns or redemptions between {first} and {last}")
         chart = bar_chart(
