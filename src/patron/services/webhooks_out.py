@@ -421,7 +421,7 @@ def _record(
 ) -> list[str]:
     """Log the attempts, settle or reschedule the deliveries, count endpoint failures; return the
     endpoints this disabled."""
-    attempts = []
+    attempts, settled = [], []
     per_endpoint: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
     for d, o in zip(batch, outcomes, strict=True):
         n = d["attempts"] + 1
@@ -439,20 +439,25 @@ def _record(
                 "response": o.response,
             }
         )
-        if o.ok:
-            values = {"status": "delivered", "attempts": n, "delivered_at": now, "next_attempt_at": now}
-        else:
-            values = {"attempts": n, "next_attempt_at": now + retry_delay(n)}
-        repo.record_delivery(conn, d["merchant_id"], d["id"], values)
+        settled.append(
+            {
+                "merchant_id": d["merchant_id"],
+                "delivery_id": d["id"],
+                "status": "delivered" if o.ok else d["status"],
+                "attempts": n,
+                "delivered_at": now if o.ok else d.get("delivered_at"),
+                "next_attempt_at": now if o.ok else now + retry_delay(n),
+            }
+        )
         per_endpoint[(d["merchant_id"], d["endpoint_id"])].append(o)
+    repo.record_deliveries(conn, settled)
     repo.insert_attempts(conn, attempts)
     disabled = []
     for (merchant_id, endpoint_id), results in per_endpoint.items():
         last_ok = max((i for i, o in enumerate(results) if o.ok), default=-1)
-        repo.count_failures(
+        endpoint = repo.count_failures(
             conn, merchant_id, endpoint_id, failures=len(results) - last_ok - 1, reset=last_ok >= 0, at=now
         )
-        endpoint = repo.get_endpoint(conn, merchant_id, endpoint_id)
         if endpoint is None or not endpoint["enabled"]:
             continue
         reason = None

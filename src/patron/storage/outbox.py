@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -360,8 +361,9 @@ def existing_pairs(conn: Connection, keys: Sequence[tuple[str, str]]) -> set[tup
 
 def count_failures(
     conn: Connection, merchant_id: str, endpoint_id: str, *, failures: int, reset: bool, at: datetime
-) -> None:
-    """Count ``failures`` more consecutive failed attempts; ``reset``: a success came first."""
+) -> dict[str, Any] | None:
+    """Count ``failures`` more consecutive failed attempts (``reset``: a success came first);
+    the endpoint's counters and state after it, or None if it is gone."""
     ep = webhook_endpoints.c
     if reset:
         values: dict[str, Any] = {"consecutive_failures": failures, "failing_since": at if failures else None}
@@ -370,7 +372,13 @@ def count_failures(
             "consecutive_failures": ep.consecutive_failures + failures,
             "failing_since": func.coalesce(ep.failing_since, at),
         }
-    update_endpoint(conn, merchant_id, endpoint_id, values)
+    row = conn.execute(
+        update(webhook_endpoints)
+        .where(ep.merchant_id == merchant_id, ep.id == endpoint_id)
+        .values(**values)
+        .returning(ep.consecutive_failures, ep.failing_since, ep.enabled)
+    ).first()
+    return None if row is None else dict(row._mapping)
 
 
 def last_replay(conn: Connection, merchant_id: str, endpoint_id: str, event_id: str) -> int:
@@ -444,10 +452,22 @@ def lease(conn: Connection, keys: Sequence[tuple[str, str]], until: datetime) ->
         )
 
 
-def record_delivery(conn: Connection, merchant_id: str, delivery_id: str, values: dict[str, Any]) -> None:
+def record_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Settle or reschedule many deliveries in one statement: each row has ``merchant_id``,
+    ``delivery_id``, ``status``, ``attempts``, ``delivered_at`` and ``next_attempt_at``."""
+    if not rows:
+        return
     d = outbound_deliveries.c
     conn.execute(
-        update(outbound_deliveries).where(d.merchant_id == merchant_id, d.id == delivery_id).values(**values)
+        update(outbound_deliveries)
+        .where(d.merchant_id == bindparam("m"), d.id == bindparam("delivery_id"))
+        .values(
+            status=bindparam("status"),
+            attempts=bindparam("attempts"),
+            delivered_at=bindparam("delivered_at"),
+            next_attempt_at=bindparam("next_attempt_at"),
+        ),
+        [{**r, "m": r["merchant_id"]} for r in rows],
     )
 
 
