@@ -362,3 +362,10 @@ def reopen(
     return _act(
         conn, merchant_id=merchant_id, case_id=case_id, action=rules.Action.REOPENED, actor=actor, text=note
     )
+
+
+def unresolved_at_risk(
+    conn: Connection, *, merchant_id: str, member_ids: list[str]
+) -> dict[str, dict[str, str]]:
+    """Member id -> the ``id`` and ``status`` of their unresolved at-risk case, if any."""
+    return repo.unresolved_of_source(conn, merchant_id, rules.Source.AT_RISK.value, member_ids)

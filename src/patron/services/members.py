@@ -179,6 +179,11 @@ def _unique(conn: Connection, merchant_id: str, column: str, make: Any) -> str:
     raise Conflict(f"could not generate a unique {column}")
 
 
+def get_many(conn: Connection, *, merchant_id: str, member_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The merchant's members among ``member_ids`` (unknown ids left out), by id."""
+    return repo.get_many(conn, merchant_id, member_ids)
+
+
 def get_member(conn: Connection, *, merchant_id: str, member_id: str) -> dict[str, Any]:
     row = repo.get_member(conn, merchant_id, member_id)
     if row is None:

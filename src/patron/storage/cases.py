@@ -145,6 +145,21 @@ def unresolved_by_member(conn: Connection, merchant_id: str, source: str, source
     return {str(m): str(c) for m, c in conn.execute(stmt)}
 
 
+def unresolved_of_source(
+    conn: Connection, merchant_id: str, source: str, member_ids: list[str]
+) -> dict[str, dict[str, str]]:
+    """Member id -> ``{"id", "status"}`` of an unresolved case of ``source``, for ``member_ids``."""
+    if not member_ids:
+        return {}
+    stmt = select(cases.c.member_id, cases.c.id, cases.c.status).where(
+        cases.c.merchant_id == merchant_id,
+        cases.c.source == source,
+        cases.c.open_ref.is_not(None),
+        cases.c.member_id.in_(member_ids),
+    )
+    return {str(m): {"id": str(c), "status": str(s)} for m, c, s in conn.execute(stmt)}
+
+
 def update_case(conn: Connection, merchant_id: str, case_id: str, **values: Any) -> None:
     conn.execute(
         update(cases).where(cases.c.merchant_id == merchant_id, cases.c.id == case_id).values(**values)

@@ -36,6 +36,14 @@ def find_members(
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+def get_many(conn: Connection, merchant_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The merchant's members among ``ids``, by id, in one query."""
+    if not ids:
+        return {}
+    stmt = select(members).where(members.c.merchant_id == merchant_id, members.c.id.in_(ids))
+    return {str(r["id"]): dict(r) for r in conn.execute(stmt).mappings()}
+
+
 def clash(
     conn: Connection,
     merchant_id: str,

@@ -57,13 +57,7 @@ def actor_name(actor: str | None, people: dict[str, str]) -> str:
 
 
 def _member_names(conn: Connection, merchant_id: str, ids: set[str]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for member_id in ids:
-        try:
-            out[member_id] = members.get_member(conn, merchant_id=merchant_id, member_id=member_id)
-        except NotFound:
-            continue
-    return out
+    return members.get_many(conn, merchant_id=merchant_id, member_ids=sorted(ids))
 
 
 def _program_id(conn: Connection, who: Staff, wanted: str | None) -> tuple[str, list[dict[str, Any]]]:
@@ -389,7 +383,9 @@ def at_risk_page(request: Request, program: str | None = None) -> Response:
         listed = at_risk.at_risk_list(conn, merchant_id=who.merchant_id, program_id=program_id, limit=200)
         rows = listed["data"]
         names = _member_names(conn, who.merchant_id, {r["member_id"] for r in rows})
-        live = {r["member_id"]: case for r in rows if (case := _live_at_risk_case(conn, who, r["member_id"]))}
+        live = cases.unresolved_at_risk(
+            conn, merchant_id=who.merchant_id, member_ids=[r["member_id"] for r in rows]
+        )
         tz = next(p["timezone"] for p in found if p["id"] == program_id)
         return render(
             request,
@@ -406,16 +402,6 @@ def at_risk_page(request: Request, program: str | None = None) -> Response:
         )
 
     return staff_page(request, work)
-
-
-def _live_at_risk_case(conn: Connection, who: Staff, member_id: str) -> dict[str, Any] | None:
-    """The member's unresolved at-risk case (the assessment's may have been resolved since, or
-    opened later from this list)."""
-    found = cases.list_cases(conn, merchant_id=who.merchant_id, member_id=member_id, limit=20)["data"]
-    return next(
-        (c for c in found if c["source"] == rules.Source.AT_RISK and c["status"] != rules.Status.RESOLVED),
-        None,
-    )
 
 
 # --- surveys -------------------------------------------------------------------------------------
