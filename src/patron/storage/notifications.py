@@ -123,9 +123,13 @@ def _insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -
 
 
 def merchant_secret(conn: Connection, merchant_id: str, *, new: str, at: datetime) -> str:
-    """The merchant's signing secret, created (as ``new``) on first use."""
-    _insert_ignore(conn, notification_keys, [{"merchant_id": merchant_id, "secret": new, "created_at": at}])
+    """The merchant's signing secret, created (as ``new``) on first use: a read, and a write only
+    the first time (a concurrent first use keeps whichever secret was stored first)."""
     stmt = select(notification_keys.c.secret).where(notification_keys.c.merchant_id == merchant_id)
+    found = conn.execute(stmt).scalar()
+    if found is not None:
+        return str(found)
+    _insert_ignore(conn, notification_keys, [{"merchant_id": merchant_id, "secret": new, "created_at": at}])
     return str(conn.execute(stmt).scalar_one())
 
 
