@@ -3,10 +3,11 @@ ledger rows (one event row, two postings per event) written the fastest plain wa
 offers: COPY on PostgreSQL, executemany in one transaction on SQLite.
 
 Patron's batch path is ``services.ingest.record_purchases`` (set-based, one transaction per
-batch of 500) when the tree has it. Without it, the CSV importer's loop
-(``services.imports._run``): one transaction per batch of 500, each event in its own savepoint,
-applied by ``record_event``. The CSV format has one line per row, so the 3-line purchases are fed
-to the batch path directly; ``import`` in ``suite_extra.py`` measures the CSV file path.
+batch of ``services.imports.BATCH``, the CSV importer's batch) when the tree has it. Without it,
+the CSV importer's loop (``services.imports._run``): one transaction per batch, each event in its
+own savepoint, applied by ``record_event``. The CSV format has one line per row, so the 3-line
+purchases are fed to the batch path directly; ``import`` in ``suite_extra.py`` measures the CSV
+file path.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def batch_path() -> str:
     try:
         from patron.services.ingest import record_purchases  # noqa: F401
     except ImportError:
-        return "services.imports._run (CSV import loop), batches of 500, savepoint per event"
-    return "services.ingest.record_purchases, batches of 500, one transaction each"
+        return f"services.imports._run (CSV import loop), batches of {imports.BATCH}, savepoint per event"
+    return f"services.ingest.record_purchases, batches of {imports.BATCH}, one transaction each"
 
 
 def patron_batch(engine: Engine, merchant_id: str, ids: list[str], tag: str, n: int) -> int:

@@ -21,7 +21,7 @@ change for each member who reached Silver or Gold.
   untimed.
 
 The last Patron round of each job runs in a child process, timed inside it, for the job's own
-peak RSS at this size (bounded memory: it works in batches of 500 members). Then a kill -9 of
+peak RSS at this size (bounded memory: it works in batches of 5,000 members). Then a kill -9 of
 the expiry job halfway through a fourth window, and a second run that must finish it: each lot
 expired exactly once and ``verify`` clean.
 """
@@ -103,7 +103,7 @@ def generate(engine: Engine, members: int) -> None:
            SELECT :m, 'evt_q_' || i, 'mem_' || lpad(i::text, 9, '0'),
                   timestamptz '2023-03-01' + (i % 200) * interval '1 day',
                   timestamptz '2023-03-01' + (i % 200) * interval '1 day',
-                  CASE i % 20 WHEN 0 THEN 60000 WHEN 1 THEN 30000 ELSE (i * 7919) % 19000 END, 0, 1
+                  CASE i % 20 WHEN 0 THEN 60000 WHEN 1 THEN 30000 ELSE (i::bigint * 7919) % 19000 END, 0, 1
            FROM generate_series(1, :members) AS i""",
     ]
     params = {"m": M, "p": P, "members": members, "body": PROGRAM}

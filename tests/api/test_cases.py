@@ -226,11 +226,11 @@ def test_cases_go_to_owners_and_managers_not_till_staff(api: Api, engine: Engine
         till = create_user(
             conn,
             merchant_id=api.merchant_id,
-            email="till-only@example.com",
+            email=f"till-only-{api.merchant_id}@example.com",
             password="correct horse battery",
             role="staff",
         )
     refused = act(api, case["id"], "assign", {"user_id": till["id"]}, expect=422)
     assert "owner or a manager" in refused["detail"]
-    manager = console_user(engine, api, "manager-case@example.com")
+    manager = console_user(engine, api, f"manager-case-{api.merchant_id}@example.com")
     assert act(api, case["id"], "assign", {"user_id": manager})["assignee"] == manager

@@ -311,23 +311,23 @@ def test_a_job_that_crashes_part_way_resumes_without_doing_anything_twice(
                 body=purchase(member_id, f"c-{n}", MUG, occurred_at="2025-01-10T09:00:00Z"),
             )
     monkeypatch.setattr(jobs_module, "BATCH", 2)
-    real_move = jobs_repo.move_lots
+    real_move = jobs_repo.move_due
     calls = {"n": 0}
 
-    def crash_on_second_batch(*args: object, **kwargs: object) -> None:
+    def crash_on_second_batch(*args: object, **kwargs: object) -> tuple[int, int, int]:
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("power cut")
-        real_move(*args, **kwargs)  # type: ignore[arg-type]
+        return real_move(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(jobs_repo, "move_lots", crash_on_second_batch)
+    monkeypatch.setattr(jobs_repo, "move_due", crash_on_second_batch)
     with pytest.raises(RuntimeError, match="power cut"):
         run_job(engine, "expire-points", as_of=t("2025-06-01T00:00:00"), merchant_id=merchant_id)
     from patron.storage.job_runs import recent
 
     with engine.begin() as conn:
         assert recent(conn, name="expire-points")[0]["status"] == "failed"
-    monkeypatch.setattr(jobs_repo, "move_lots", real_move)
+    monkeypatch.setattr(jobs_repo, "move_due", real_move)
     resumed = run_job(engine, "expire-points", as_of=t("2025-06-01T00:00:00"), merchant_id=merchant_id)
     assert resumed.lots == 3  # the first batch (2 members) was committed before the crash
     with engine.begin() as conn:
@@ -364,3 +364,120 @@ def test_a_malformed_as_of_is_a_clear_cli_error_and_changes_nothing(tmp_path: Pa
         text=True,
     )
     assert ok.returncode == 0 and "0 points" in ok.stdout
+
+
+def test_an_expiry_is_named_by_its_lot_and_the_lot_s_state_alike_on_every_database(engine: Engine) -> None:
+    """PostgreSQL names the journals in SQL, SQLite in Python (``_name``): the same ids, the
+    reason, and the lot's expiry time as when."""
+    from sqlalchemy import func, select
+
+    from patron.storage import tables
+    from patron.storage.jobs import _name
+
+    merchant_id, member_id = shop(engine, expiry={"months": 12})
+    with engine.begin() as conn:
+        for n, at in enumerate(("2025-01-10T09:00:00Z", "2025-02-10T09:00:00Z")):
+            events.record_event(
+                conn, merchant_id=merchant_id, body=purchase(member_id, f"o-{n}", MUG, occurred_at=at)
+            )
+        ledger.adjust(  # draws 4 from the first lot: two postings of it in the available account
+            conn,
+            merchant_id=merchant_id,
+            member_id=member_id,
+            points=-4,
+            reason="counter",
+            occurred_at=t("2025-03-01T00:00:00"),
+        )
+        held = {
+            lot_id: (expires_at, int(count), int(total))
+            for lot_id, expires_at, count, total in conn.execute(
+                select(
+                    tables.lots.c.id,
+                    tables.lots.c.expires_at,
+                    func.count(),
+                    func.sum(tables.postings.c.amount),
+                )
+                .join(
+                    tables.postings,
+                    (tables.postings.c.merchant_id == tables.lots.c.merchant_id)
+                    & (tables.postings.c.lot_id == tables.lots.c.id),
+                )
+                .where(tables.lots.c.merchant_id == merchant_id, tables.postings.c.account == "available")
+                .group_by(tables.lots.c.id, tables.lots.c.expires_at)
+            )
+        }
+    assert sorted((c, x) for _, c, x in held.values()) == [(1, 10), (2, 6)]
+    result = run_job(engine, "expire-points", as_of=t("2026-06-01T00:00:00"), merchant_id=merchant_id)
+    assert (result.members, result.lots, result.points) == (1, 2, 16)
+    with engine.begin() as conn:
+        got_journals = {
+            (r.id, r.member_id, r.reason, r.occurred_at)
+            for r in conn.execute(
+                select(tables.journals).where(
+                    tables.journals.c.merchant_id == merchant_id, tables.journals.c.kind == "expiry"
+                )
+            )
+        }
+        got_postings = {
+            (r.id, r.journal_id, r.account, r.amount, r.lot_id, r.occurred_at)
+            for r in conn.execute(
+                select(tables.postings).where(
+                    tables.postings.c.merchant_id == merchant_id, tables.postings.c.id.like("pst_exp_%")
+                )
+            )
+        }
+        assert ledger.verify(conn, merchant_id=merchant_id) == []
+    names = {lot_id: _name("exp", lot_id, count) for lot_id, (_, count, _) in held.items()}
+    assert got_journals == {
+        (f"jrn_{names[lot_id]}", member_id, "points expired", at) for lot_id, (at, _, _) in held.items()
+    }
+    assert got_postings == {
+        row
+        for lot_id, (at, _, x) in held.items()
+        for row in (
+            (f"pst_{names[lot_id]}_a", f"jrn_{names[lot_id]}", "available", -x, lot_id, at),
+            (f"pst_{names[lot_id]}_b", f"jrn_{names[lot_id]}", "program:expired", x, lot_id, at),
+        )
+    }
+
+
+def test_a_batch_of_members_of_several_merchants_moves_each_merchant_s_lots(engine: Engine) -> None:
+    from patron.services.clock import utcnow
+    from patron.storage import jobs as jobs_repo
+
+    shops = [shop(engine, expiry={"months": 1}) for _ in range(2)]
+    with engine.begin() as conn:
+        for merchant_id, member_id in shops:
+            for n in range(2):
+                events.record_event(
+                    conn,
+                    merchant_id=merchant_id,
+                    body=purchase(member_id, f"o-{n}", MUG, occurred_at=f"2025-0{n + 1}-10T09:00:00Z"),
+                )
+    batch = sorted(shops)
+    first = batch[0]
+    with engine.begin() as conn:  # the walk, locking: for one merchant, and across merchants
+        for only in (first[0], None):
+            walked = jobs_repo.members_holding(
+                conn, account="available", limit=1, after=(first[0], ""), merchant_id=only, lock=True
+            )
+            assert walked == [first]
+    with engine.begin() as conn:
+        moved = jobs_repo.move_due(
+            conn,
+            members=batch,
+            account="available",
+            due_column="expires_at",
+            as_of=t("2025-02-20T00:00:00"),  # the first lot of each member is due, the second not
+            kind="expiry",
+            prefix="exp",
+            reason="points expired",
+            target="program:expired",
+            now=utcnow(),
+        )
+    assert moved == (2, 2, 20)
+    for merchant_id, member_id in shops:
+        b = balances(engine, merchant_id, member_id)
+        assert (b.available, b.expired) == (10, 10)
+        with engine.begin() as conn:
+            assert ledger.verify(conn, merchant_id=merchant_id) == []

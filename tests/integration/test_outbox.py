@@ -549,3 +549,46 @@ def test_the_signature_does_not_depend_on_the_offset_of_now() -> None:
         b"{}",
     )
     assert verify(secret, got)
+
+
+def test_a_batch_of_events_numbers_each_stream_on_even_when_its_numbers_were_taken_meanwhile(
+    engine: Engine, merchant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's batch takes each stream's next numbers in one read and writes them in one bulk
+    insert; when a concurrent writer took one of those numbers in between, the batch is written
+    one event at a time instead, every event kept and each stream in order."""
+    from patron.storage import outbox as repo
+
+    emit(engine, merchant, "mem_a")  # mem_a's stream is at 1
+    stale = repo.last_sequences
+    monkeypatch.setattr(repo, "last_sequences", lambda conn, m, streams: {})  # read before that insert
+    events = [
+        (outbox.TIER_CHANGED, member, T0, {"to": f"t{i}"})
+        for i, member in enumerate(["mem_a", "mem_b", "mem_a"])
+    ]
+    with engine.begin() as conn:
+        outbox.emit_many(conn, merchant_id=merchant, events=events)
+    monkeypatch.setattr(repo, "last_sequences", stale)
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(outbox_events.c.stream, outbox_events.c.seq, outbox_events.c.data)
+            .where(outbox_events.c.merchant_id == merchant)
+            .order_by(outbox_events.c.stream, outbox_events.c.seq)
+        ).all()
+    assert [(s, q, d.get("to")) for s, q, d in rows] == [
+        ("mem_a", 1, None),
+        ("mem_a", 2, "t0"),
+        ("mem_a", 3, "t2"),
+        ("mem_b", 1, "t1"),
+    ]
+    with engine.begin() as conn:
+        more = [
+            (outbox.TIER_CHANGED, "mem_b", T0, {"to": "t3"}),
+            (outbox.TIER_CHANGED, "mem_c", T0, {"to": "t4"}),
+        ]
+        outbox.emit_many(conn, merchant_id=merchant, events=more)
+        assert repo.last_sequences(conn, merchant, ["mem_a", "mem_b", "mem_c", "mem_d"]) == {
+            "mem_a": 3,
+            "mem_b": 2,
+            "mem_c": 1,
+        }

@@ -48,6 +48,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 import patron.services.jobs as jobs
 jobs.BATCH = 2
+import patron.services.requalify as requalify
+requalify.BATCH = 2
 event.listen(Engine, "commit", lambda conn: time.sleep(0.05))
 from patron.cli.main import app
 sys.argv[0] = "patron"

@@ -74,7 +74,7 @@ def serve(
     engine()  # migrate before accepting requests
     console.print(f"Patron at http://{host}:{port}  (API docs at /docs)")
     uvicorn.run(
-        "patron.api.app:create_app",
+        "patron.api.app:serve_app",
         factory=True,
         host=host,
         port=port,

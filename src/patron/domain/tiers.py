@@ -78,7 +78,7 @@ def periods_between(
     return out
 
 
-def _base(tiers: Tiers) -> TierLevel | None:
+def base_level(tiers: Tiers) -> TierLevel | None:
     return min(tiers.levels, key=lambda lv: lv.threshold) if tiers.levels else None
 
 
@@ -167,7 +167,7 @@ def history(
     """
     rows = [r for r in rows if r.recorded_at <= as_of]
     changes: list[TierChange] = []
-    level = _base(tiers)
+    level = base_level(tiers)
     since, reason = enrolled_at, "enrolled"
 
     def move(to: TierLevel | None, at: datetime, why: str, cause: str, source: str | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -50,6 +51,7 @@ from patron.services.merchants import ensure_location
 from patron.services.programs import _errors, program_at
 from patron.services.tiers import (
     METRIC_COLUMN,
+    assignment_of,
     assignments,
     evaluate,
     qualification_rows,
@@ -60,6 +62,7 @@ from patron.storage import events as repo
 from patron.storage import ledger as ledger_repo
 from patron.storage import members as members_repo
 from patron.storage import punch_cards as punch_repo
+from patron.storage.db import pipelined
 from patron.storage.ids import new_id
 
 BUILTIN_TYPES = frozenset({"purchase", "refund", "cancel", "visit", "flight"})
@@ -90,23 +93,31 @@ def record_event(conn: Connection, *, merchant_id: str, body: Any) -> tuple[dict
     """Apply one event. Returns ``(result, created)``; ``created`` is False for a replay."""
     ev = parse_event(body)
     digest = body_hash(body)
-    member = members_repo.get_member(conn, merchant_id, ev.member_id)
-    if member is None:
+    found = repo.member_for_event(conn, merchant_id, ev.member_id)  # balances locked from here
+    if found is None:
         existing = repo.get_event(conn, merchant_id, ev.id)
         if existing is not None:  # the member was erased or the id reused: still a replay
             return _replay(existing, digest)
         raise NotFound(f"member {ev.member_id} not found")
+    member, balances, latest = found
     now = utcnow()
     occurred_at = ev.occurred_at.astimezone(UTC) if ev.occurred_at else now
     if occurred_at > now + FUTURE_SLACK:
         raise InvalidInput("occurred_at is in the future", field="occurred_at")
-    balances = ledger_repo.lock_balances(conn, merchant_id, member["id"])
-    existing = repo.get_event(conn, merchant_id, ev.id)  # checked under the member's lock
+    program, version = program_at(
+        conn, merchant_id=merchant_id, program_id=member["program_id"], at=occurred_at, latest=latest
+    )
+    tiers = program.tiers
+    existing, rows, given = repo.event_inputs(  # read under the member's lock, in one round trip
+        conn,
+        merchant_id,
+        member["id"],
+        ev.id,
+        column=METRIC_COLUMN[tiers.metric] if tiers is not None and tiers.levels else None,
+        assignments=tiers is not None,
+    )
     if existing is not None:
         return _replay(existing, digest)
-    program, version = program_at(
-        conn, merchant_id=merchant_id, program_id=member["program_id"], at=occurred_at
-    )
     if ev.type not in BUILTIN_TYPES and ev.type not in program.actions():
         raise InvalidInput(
             f"unknown event type {ev.type!r}: use purchase, refund, cancel, visit, flight or a "
@@ -118,6 +129,8 @@ def record_event(conn: Connection, *, merchant_id: str, body: Any) -> tuple[dict
     if ev.location_id:
         ensure_location(conn, merchant_id=merchant_id, location_id=ev.location_id)
     ctx = _Ctx(conn, merchant_id, member, program, version, occurred_at, now, balances)
+    ctx.rows = [QualRow(*r) for r in rows]
+    ctx.given = [assignment_of(a) for a in given]
     if ev.type in ("refund", "cancel"):
         result = _reverse(ctx, ev, digest, body)
     else:
@@ -142,10 +155,8 @@ class _Ctx:
         self.conn, self.merchant_id, self.member = conn, merchant_id, member
         self.program, self.version = program, version
         self.occurred_at, self.now, self.balances = occurred_at, now, balances
-        self.rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
-        self.given = (
-            assignments(conn, merchant_id=merchant_id, member_id=member["id"]) if program.tiers else []
-        )
+        self.rows: list[QualRow] = []  # the member's qualification rows of the tier metric
+        self.given: list[Assignment] = []  # their tier assignments
         self.after = balances  # balances once this event's journals are written
         self.tier_id: str | None = None  # the tier held when the event occurred
 
@@ -298,34 +309,84 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         counter=Account.ISSUED,
         reason=f"{ev.type} {ev.id}",
     )
-    if journal is not None:
-        lot_points = sum(p.amount for p in journal.postings if p.lot_id)
-        available_from, expires_at = lot_times(
-            ctx.occurred_at,
-            pending_days=program.pending_days,
-            policy=program.expiry,
-            tz=ZoneInfo(program.timezone),
-            tier_id=ctx.tier_id,
+    with ExitStack() as writes:
+        # the event's writes go in one round trip on PostgreSQL: nothing inside reads before
+        # ``writes.close()`` but the outbox's last insert, whose result is read straight from
+        # psycopg (its fetch sends everything before it)
+        writes.enter_context(pipelined(ctx.conn))
+        if journal is not None:
+            lot_points = sum(p.amount for p in journal.postings if p.lot_id)
+            available_from, expires_at = lot_times(
+                ctx.occurred_at,
+                pending_days=program.pending_days,
+                policy=program.expiry,
+                tz=ZoneInfo(program.timezone),
+                tier_id=ctx.tier_id,
+            )
+            lot = (
+                ledger_repo.NewLot(lot_id, lot_points, ctx.occurred_at, available_from, expires_at)
+                if lot_points
+                else None
+            )
+            ctx.write(journal, event_id=event_id, at=ctx.occurred_at, lot=lot)
+            if lot is not None and pending and available_from <= ctx.now:
+                release = _release_journal(lot_id, lot_points)
+                ctx.write(release, event_id=event_id, at=available_from)
+        qual = _qualify(
+            ctx,
+            event_id,
+            period_at=ctx.occurred_at,
+            spend=res.qualifying_amount if ev.type == "purchase" else 0,
+            status_points=res.points,
+            visits=1 if ev.type in ("purchase", "visit") else 0,
+            status_miles=res.status_miles,
+            segments=1 if ev.type == "flight" else 0,
         )
-        lot = (
-            ledger_repo.NewLot(lot_id, lot_points, ctx.occurred_at, available_from, expires_at)
-            if lot_points
-            else None
+        if res.punched or program.milestones or ctx.member.get("referred_by"):
+            writes.close()  # punch cards, milestones and referrals read what was just written
+        cards, reached, referral = _side_effects(ctx, ev, res, event_id)
+        result = {
+            "id": ev.id,
+            "type": ev.type,
+            "occurred_at": ctx.occurred_at.isoformat(),
+            "points": res.points,
+            "milestones": reached,
+            "referral": referral,
+            "qualifying_amount": res.qualifying_amount,
+            "lines": [{"id": ln.line_id, "points": ln.points, "amount": ln.amount} for ln in res.lines],
+            "rules": [{"rule_id": r, "points": p} for r, p in res.rules],
+            "capped": res.capped,
+            "program_version": ctx.version,
+            "member": _member_json(ctx, qual),
+        }
+        if ev.type == "flight":
+            result["status_miles"] = res.status_miles
+        if cards:
+            result["punch_cards"] = cards
+        repo.insert_event(
+            ctx.conn,
+            row=_event_row(ctx, ev, event_id, digest, body, res.points, result, refers_to=None),
+            lines=[
+                {
+                    "line_id": ln.line_id,
+                    "quantity": ln.quantity,
+                    "points": ln.points,
+                    "amount": ln.amount,
+                }
+                for ln in res.lines
+            ],
+            rules=[{"rule_id": r, "points": p} for r, p in res.rules],
         )
-        ctx.write(journal, event_id=event_id, at=ctx.occurred_at, lot=lot)
-        if lot is not None and pending and available_from <= ctx.now:
-            release = _release_journal(lot_id, lot_points)
-            ctx.write(release, event_id=event_id, at=available_from)
-    qual = _qualify(
-        ctx,
-        event_id,
-        period_at=ctx.occurred_at,
-        spend=res.qualifying_amount if ev.type == "purchase" else 0,
-        status_points=res.points,
-        visits=1 if ev.type in ("purchase", "visit") else 0,
-        status_miles=res.status_miles,
-        segments=1 if ev.type == "flight" else 0,
-    )
+        _announce(ctx, ev, result, tier_before=ctx.tier_id)  # reads its sequence number: the sync
+    return result
+
+
+def _side_effects(
+    ctx: _Ctx, ev: EventIn, res: earning.EarnResult, event_id: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
+    """Punch cards, milestones and a referral the earning event completes (their journals update
+    ``ctx.after``): the cards, the milestones reached and what happened to the referral."""
+    program = ctx.program
     cards = [_punch(ctx, program.rule(rule_id), event_id, ev.location_id) for rule_id in res.punched]
     reached = []
     for milestone, at in milestones.due_after_event(
@@ -367,40 +428,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         )
         if journal is not None:
             ctx.after = ctx.after.apply(journal.postings)
-    result = {
-        "id": ev.id,
-        "type": ev.type,
-        "occurred_at": ctx.occurred_at.isoformat(),
-        "points": res.points,
-        "milestones": reached,
-        "referral": referral,
-        "qualifying_amount": res.qualifying_amount,
-        "lines": [{"id": ln.line_id, "points": ln.points, "amount": ln.amount} for ln in res.lines],
-        "rules": [{"rule_id": r, "points": p} for r, p in res.rules],
-        "capped": res.capped,
-        "program_version": ctx.version,
-        "member": _member_json(ctx, qual),
-    }
-    if ev.type == "flight":
-        result["status_miles"] = res.status_miles
-    if cards:
-        result["punch_cards"] = cards
-    _announce(ctx, ev, result, tier_before=ctx.tier_id)
-    repo.insert_event(
-        ctx.conn,
-        row=_event_row(ctx, ev, event_id, digest, body, res.points, result, refers_to=None),
-        lines=[
-            {
-                "line_id": ln.line_id,
-                "quantity": ln.quantity,
-                "points": ln.points,
-                "amount": ln.amount,
-            }
-            for ln in res.lines
-        ],
-        rules=[{"rule_id": r, "points": p} for r, p in res.rules],
-    )
-    return result
+    return cards, reached, referral
 
 
 def _announce(ctx: _Ctx, ev: EventIn, result: dict[str, Any], *, tier_before: str | None) -> None:
@@ -553,11 +581,12 @@ def _member_json(ctx: _Ctx, row: QualRow) -> dict[str, Any]:
     view["referred_by"] = ctx.member["referred_by"]
     view["points"] = points_view(ctx.after)
     view["tier"] = tier_summary(state)
-    out: dict[str, Any] = json.loads(json.dumps(view, default=_json_default))
+    out: dict[str, Any] = json.loads(json.dumps(view, default=json_default))
     return out
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """How stored event JSON writes what ``json`` cannot: times in ISO 8601, the rest as text."""
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)

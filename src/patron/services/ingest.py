@@ -16,8 +16,13 @@ same as :func:`patron.services.events.record_event` applied to each body in turn
    provably equals a full fold: :class:`_Tiers`), and the balances (a debt is repaid from the
    next earnings first); ``earning.earn`` is pure, so equal inputs in a batch are computed once;
 4. write every row with one bulk statement per table (COPY on PostgreSQL, executemany on SQLite):
-   events, event lines, event rules, qualifications, journals, lots, postings, and the cached
-   balances with one executemany ``UPDATE``.
+   events, event lines, event rules, qualifications, journals, lots, postings, the business
+   events ``record_event`` announces in the outbox (``points.earned``, ``tier.changed``; each
+   member's stream numbered on from its last ``seq``, under the member's lock), and the cached
+   balances in one ``UPDATE`` (``UPDATE ... FROM unnest(...)`` on PostgreSQL). Rows are built
+   as tuples with their values as the driver takes them, and the stored JSON (a result, a body,
+   an outbox event's data) is the text ``json.dumps`` gives, assembled from pieces serialised
+   once per batch or per member where they repeat (tests compare it with ``json.dumps``).
 
 Everything else goes through ``record_event``, one event at a time in its own savepoint, so the
 result is always right (the *slow path*):
@@ -30,7 +35,13 @@ result is always right (the *slow path*):
   rules that target segments, or count/spend milestones;
 * the whole batch: when any of its members was referred and has no referral yet (a first purchase
   credits another member, the referrer), or when the bulk write meets a unique-key conflict (a
-  concurrent writer recorded one of the ids first).
+  concurrent writer recorded one of the ids first, or took an outbox number of one of the
+  members' streams).
+
+On PostgreSQL the first batches of a fresh database also give the planner statistics for the
+tables the foreign-key checks of the bulk write look up (``storage.ingest.plan_statistics``):
+without them a connection may plan those checks as scans of the merchant's whole table, and the
+load becomes quadratic.
 
 A purchase's flat awards, multipliers by product, tier and promotion, per-event caps, the earning
 base, targeting, expiry (by tier too), tier upgrades within the batch and debt repayment are all
@@ -39,10 +50,13 @@ on the fast path.
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -53,25 +67,29 @@ from patron.domain import earning
 from patron.domain import tiers as tier_rules
 from patron.domain.errors import IdempotencyConflict, PatronError
 from patron.domain.expiry import lot_times
-from patron.domain.ledger import Account, Balances, Posting, credit
+from patron.domain.ledger import Account, Balances, credit
 from patron.domain.program import Program, RuleType
 from patron.domain.tiers import Assignment, QualRow, TierState
+from patron.services import outbox
 from patron.services.clock import utcnow
 from patron.services.event_schema import EventIn
 from patron.services.events import (
     FUTURE_SLACK,
     body_hash,
     domain_event,
+    json_default,
     parse_event,
     record_event,
 )
 from patron.services.members import PUBLIC_FIELDS
 from patron.services.merchants import ensure_location
 from patron.services.programs import program_at
-from patron.services.tiers import METRIC_COLUMN, program_inputs, tier_summary
+from patron.services.tiers import METRIC_COLUMN, assignment_of, tier_summary
 from patron.storage import ingest as repo
+from patron.storage import outbox as outbox_repo
+from patron.storage import tiers as tier_repo
+from patron.storage.ids import Ids
 from patron.storage.integrations import savepoint
-from patron.storage.tables import event_lines, event_rules, events, journals, lots, postings, qualifications
 
 
 @dataclass(slots=True)
@@ -105,20 +123,28 @@ class _Member:
     earning: _Tiers | None = None  # the tier when each event occurred
     shown: _Tiers | None = None  # the tier after each event, as the result shows it
     view: dict[str, Any] | None = None  # the member's fields in every result, as JSON
+    view_text: str = ""  # ``json.dumps(view)`` without its closing brace
+    tier_text: tuple[dict[str, Any] | None, str] | None = None  # the last tier shown, and as JSON
 
 
 @dataclass(slots=True)
 class _Writes:
-    events: list[dict[str, Any]] = field(default_factory=list)
-    lines: list[dict[str, Any]] = field(default_factory=list)
-    rules: list[dict[str, Any]] = field(default_factory=list)
-    quals: list[dict[str, Any]] = field(default_factory=list)
-    journals: list[dict[str, Any]] = field(default_factory=list)
-    lots: list[dict[str, Any]] = field(default_factory=list)
-    postings: list[dict[str, Any]] = field(default_factory=list)
+    """The batch's rows, as tuples in ``storage.ingest``'s column order, values ready for the
+    driver (``values``)."""
+
+    values: repo.Values
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    lines: list[tuple[Any, ...]] = field(default_factory=list)
+    rules: list[tuple[Any, ...]] = field(default_factory=list)
+    quals: list[tuple[Any, ...]] = field(default_factory=list)
+    journals: list[tuple[Any, ...]] = field(default_factory=list)
+    lots: list[tuple[Any, ...]] = field(default_factory=list)
+    postings: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[tuple[str, str, datetime, str]] = field(default_factory=list)  # type, member, at, data
     deltas: dict[str, Balances] = field(default_factory=dict)
     earned: dict[Any, earning.EarnResult] = field(default_factory=dict)  # earn() is pure: memo
-    ids: repo.Ids = field(default_factory=repo.Ids)
+    texts: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)  # earn results' JSON
+    ids: Ids = field(default_factory=Ids)
     timeless: dict[int, bool] = field(default_factory=dict)
 
 
@@ -247,7 +273,29 @@ def fast_program(program: Program) -> bool:
 def record_purchases(conn: Connection, *, merchant_id: str, bodies: Sequence[Any]) -> list[Outcome]:
     """Apply ``bodies`` in order inside the caller's transaction, as ``record_event`` would one by
     one; one :class:`Outcome` per body, in the same order."""
+    with _no_cyclic_gc():
+        return _record_purchases(conn, merchant_id, bodies)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while a batch is applied: a batch allocates a few
+    hundred thousand small objects (parsed bodies, rows, results) that reference counting frees,
+    and the collector, triggered by the allocations, would walk the whole heap again and again
+    (10-14% of a batch's time, measured). It is resumed afterwards only if it was running."""
+    running = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if running:
+            gc.enable()
+
+
+def _record_purchases(conn: Connection, merchant_id: str, bodies: Sequence[Any]) -> list[Outcome]:
     now = utcnow()
+    if conn.dialect.name == "postgresql":
+        repo.plan_statistics(conn)
     out = [Outcome() for _ in bodies]
     items: list[_Item] = []
     slow: set[int] = set()
@@ -333,7 +381,7 @@ def record_purchases(conn: Connection, *, merchant_id: str, bodies: Sequence[Any
             {it.ev.location_id for e in fast.values() for it in e.items if it.ev.location_id}
         ):
             ensure_location(conn, merchant_id=merchant_id, location_id=location)
-        writes = _Writes()
+        writes = _Writes(repo.Values(conn))
         for entry in fast.values():
             before = entry.balances
             for it in entry.items:
@@ -343,7 +391,7 @@ def record_purchases(conn: Connection, *, merchant_id: str, bodies: Sequence[Any
             writes.deltas[entry.row["id"]] = _minus(entry.balances, before)
         try:
             with savepoint(conn):
-                _write(conn, merchant_id, writes)
+                _write(conn, merchant_id, writes, now)
         except IntegrityError:  # a concurrent writer recorded one of these ids first
             for entry in fast.values():
                 for it in entry.items:
@@ -430,15 +478,24 @@ def _load_tier_inputs(
         }
         if not metrics:
             continue
-        rows, given = program_inputs(
-            conn, merchant_id=merchant_id, program_id=program_id, member_ids=member_ids, metrics=metrics
-        )
-        for member_id in member_ids:
-            entry = fast[member_id]
-            entry.rows = {metric: list(rows[metric].get(member_id, [])) for metric in metrics}
-            entry.given = given.get(member_id, [])
-            times = [r.recorded_at for kept in entry.rows.values() for r in kept]
-            entry.newest = max(times) if times else None
+        for at in range(0, len(member_ids), TIER_CHUNK):
+            chunk = member_ids[at : at + TIER_CHUNK]
+            rows = {
+                metric: repo.qualification_rows(conn, merchant_id, chunk, METRIC_COLUMN[metric])
+                for metric in metrics
+            }
+            given = tier_repo.assignments_of_program(conn, merchant_id, program_id, chunk)
+            for member_id in chunk:
+                entry = fast[member_id]
+                entry.rows = {metric: rows[metric].get(member_id, []) for metric in metrics}
+                entry.given = [assignment_of(a) for a in given.get(member_id, ())]
+                times = [r.recorded_at for kept in entry.rows.values() for r in kept]
+                entry.newest = max(times) if times else None
+
+
+#: members whose tier inputs are read at once (``storage.tiers`` reads the whole program's
+#: assignments for more)
+TIER_CHUNK = 1000
 
 
 def _minus(a: Balances, b: Balances) -> Balances:
@@ -466,7 +523,7 @@ def _earn(
     in memory; appends the rows to write and advances the state."""
     ev, at, member = it.ev, it.occurred_at, m.row
     member_id = member["id"]
-    tz = ZoneInfo(program.timezone)
+    program_id = member["program_id"]
     metric = program.tiers.metric if program.tiers is not None and program.tiers.levels else None
     rows = m.rows.get(metric, []) if metric else []
     if metric and (m.earning is None or m.earning.program is not program):
@@ -482,8 +539,10 @@ def _earn(
     res = w.earned.get(key)
     if res is None:
         res = w.earned[key] = earning.earn(program, event, earning.Context(tier=tier))
-    event_id = w.ids("evt")
-    lot_id = w.ids("lot")
+    ids, value = w.ids, w.values.instant
+    event_id = ids("evt")
+    lot_id = ids("lot")
+    at_v, now_v = value(at), value(now)
     journal = credit(
         res.points,
         debt=m.balances.debt,
@@ -494,39 +553,44 @@ def _earn(
     )
     if journal is not None:
         lot_points = sum(p.amount for p in journal.postings if p.lot_id)
-        journal_id = w.ids("jrn")
+        journal_id = ids("jrn")
         w.journals.append(
-            {
-                "merchant_id": merchant_id,
-                "id": journal_id,
-                "member_id": member_id,
-                "program_id": member["program_id"],
-                "program_version": version,
-                "kind": str(journal.kind),
-                "reason": journal.reason,
-                "event_id": event_id,
-                "occurred_at": at,
-                "created_at": now,
-            }
+            (
+                merchant_id,
+                journal_id,
+                member_id,
+                program_id,
+                version,
+                str(journal.kind),
+                journal.reason,
+                event_id,
+                at_v,
+                now_v,
+            )
         )
         if lot_points:
             available_from, expires_at = lot_times(
-                at, pending_days=program.pending_days, policy=program.expiry, tz=tz, tier_id=tier_id
+                at,
+                pending_days=program.pending_days,
+                policy=program.expiry,
+                tz=ZoneInfo(program.timezone),
+                tier_id=tier_id,
             )
             w.lots.append(
-                {
-                    "merchant_id": merchant_id,
-                    "id": lot_id,
-                    "member_id": member_id,
-                    "journal_id": journal_id,
-                    "points": lot_points,
-                    "earned_at": at,
-                    "available_from": available_from,
-                    "expires_at": expires_at,
-                }
+                (
+                    merchant_id,
+                    lot_id,
+                    member_id,
+                    journal_id,
+                    lot_points,
+                    at_v,
+                    value(available_from),
+                    w.values.maybe_instant(expires_at),
+                )
             )
         w.postings.extend(
-            _posting_row(w, merchant_id, journal_id, member_id, p, at) for p in journal.postings
+            (merchant_id, ids("pst"), journal_id, member_id, str(p.account), p.amount, p.lot_id, at_v)
+            for p in journal.postings
         )
         m.balances = m.balances.apply(journal.postings)
     values = {
@@ -537,24 +601,30 @@ def _earn(
         "segments": 0,
     }
     w.quals.append(
-        {
-            "merchant_id": merchant_id,
-            "event_id": event_id,
-            "member_id": member_id,
-            "period_at": at,
-            "recorded_at": at,
-            **values,
-        }
+        (
+            merchant_id,
+            event_id,
+            member_id,
+            at_v,
+            at_v,
+            res.qualifying_amount,
+            res.points,
+            1,
+            res.status_miles,
+            0,
+        )
     )
     shown = _advance(m, rows, values[METRIC_COLUMN[metric]], at, now) if metric else None
     for name, kept in m.rows.items():  # later events see this one, as they would from the table
-        value = values[METRIC_COLUMN[name]]
-        if value:
-            kept.append(QualRow(at, at, value, event_id))
+        amount = values[METRIC_COLUMN[name]]
+        if amount:
+            kept.append(QualRow(at, at, amount, event_id))
             m.newest = at if m.newest is None or at > m.newest else m.newest
     if m.view is None:  # what does not change from one event to the next, as JSON once
-        m.view = json.loads(json.dumps({k: member[k] for k in PUBLIC_FIELDS}, default=_json_default))
-        m.view["referred_by"] = json.loads(json.dumps(member["referred_by"], default=_json_default))
+        fields = {k: member[k] for k in PUBLIC_FIELDS}
+        fields["referred_by"] = member["referred_by"]
+        serialised = json.dumps(fields, default=json_default)
+        m.view, m.view_text = json.loads(serialised), serialised[:-1]  # dumps(loads(s)) == s
     view = dict(m.view)
     b = m.balances  # services.ledger.points_view, field by field
     view["points"] = {
@@ -570,55 +640,97 @@ def _earn(
     if summary is not None:
         summary = {**summary, "since": summary["since"].isoformat()}
     view["tier"] = summary
+    if m.tier_text is None or m.tier_text[0] != summary:
+        m.tier_text = (summary, json.dumps(summary))
+    rules = [{"rule_id": r, "points": p} for r, p in res.rules]
+    iso = at.isoformat()
     result = {
         "id": ev.id,
         "type": ev.type,
-        "occurred_at": at.isoformat(),
+        "occurred_at": iso,
         "points": res.points,
         "milestones": [],
         "referral": None,
         "qualifying_amount": res.qualifying_amount,
         "lines": [{"id": ln.line_id, "points": ln.points, "amount": ln.amount} for ln in res.lines],
-        "rules": [{"rule_id": r, "points": p} for r, p in res.rules],
+        "rules": rules,
         "capped": res.capped,
         "program_version": version,
         "member": view,
     }
+    # ``json.dumps(result)``, from pieces serialised once per batch (the earning's), per member
+    # (its fields, its tier) or per event
+    texts = w.texts.get((id(res), version))
+    if texts is None:
+        texts = w.texts[(id(res), version)] = (
+            json.dumps({k: result[k] for k in _MIDDLE} | {"program_version": version})[1:-1],
+            json.dumps(rules, sort_keys=True),
+        )
+    external, kind = _string(ev.id), _string(ev.type)
+    stored = (
+        f'{{"id": {external}, "type": {kind}, "occurred_at": {_string(iso)}, '
+        f'{texts[0]}, "member": {m.view_text}, "points": {_POINTS.format(b)}, '
+        f'"tier": {m.tier_text[1]}}}}}'
+    )
     w.events.append(
-        {
-            "merchant_id": merchant_id,
-            "id": event_id,
-            "external_id": ev.id,
-            "program_id": member["program_id"],
-            "program_version": version,
-            "member_id": member_id,
-            "type": ev.type,
-            "occurred_at": at,
-            "received_at": now,
-            "refers_to": None,
-            "location_id": ev.location_id,
-            "points": res.points,
-            "body_hash": it.digest,
+        (
+            merchant_id,
+            event_id,
+            ev.id,
+            program_id,
+            version,
+            member_id,
+            ev.type,
+            at_v,
+            now_v,
+            None,
+            ev.location_id,
+            res.points,
+            it.digest,
             # what ``json.loads(json.dumps(body, default=str))`` stores, serialised once
-            "body": repo.JsonText(json.dumps(it.body, default=str)),
-            "result": result,
+            _BODY.encode(it.body),
+            stored,
+        )
+    )
+    w.lines.extend((merchant_id, event_id, ln.line_id, ln.quantity, ln.points, ln.amount) for ln in res.lines)
+    w.rules.extend((merchant_id, event_id, r, p) for r, p in res.rules)
+    # services.events._announce: what ``outbox.emit`` stores for this event, its data as
+    # ``json.dumps(data, sort_keys=True)``
+    about = f'{{"balances": {_SORTED_POINTS.format(b)}, "event_id": {external}, "event_type": {kind}, '
+    if res.points > 0:
+        data = f'{about}"points": {res.points}, "rules": {texts[1]}}}'
+        w.outbox.append((outbox.POINTS_EARNED, member_id, at, data))
+    elif res.points < 0:
+        reversed_ = {"event_id": ev.id, "event_type": ev.type, "balances": view["points"]}
+        reversed_ |= {"points": res.points, "refers_to": ev.refers_to}
+        w.outbox.append((outbox.POINTS_REVERSED, member_id, at, json.dumps(reversed_, sort_keys=True)))
+    shown_id = summary["id"] if summary else None
+    if tier_id is not None and shown_id != tier_id:
+        changed = {
+            "event_id": ev.id,
+            "event_type": ev.type,
+            "balances": view["points"],
+            "from": tier_id,
+            "to": shown_id,
+            "cause": "event",
         }
-    )
-    w.lines.extend(
-        {
-            "merchant_id": merchant_id,
-            "event_id": event_id,
-            "line_id": ln.line_id,
-            "quantity": ln.quantity,
-            "points": ln.points,
-            "amount": ln.amount,
-        }
-        for ln in res.lines
-    )
-    w.rules.extend(
-        {"merchant_id": merchant_id, "event_id": event_id, "rule_id": r, "points": p} for r, p in res.rules
-    )
+        data = json.dumps(changed, sort_keys=True)
+        w.outbox.append((outbox.TIER_CHANGED, member_id, at, data))
     return result
+
+
+_BODY = json.JSONEncoder(default=str)  # json.dumps(body, default=str), the encoder made once
+_MIDDLE = ("points", "milestones", "referral", "qualifying_amount", "lines", "rules", "capped")
+_SORTED_POINTS = (
+    '{{"available": {0.available}, "debt": {0.debt}, "expired": {0.expired}, '
+    '"lifetime_earned": {0.lifetime_earned}, "pending": {0.pending}, "redeemed": {0.redeemed}, '
+    '"reserved": {0.reserved}}}'
+)
+_POINTS = (
+    '{{"available": {0.available}, "pending": {0.pending}, "reserved": {0.reserved}, '
+    '"debt": {0.debt}, "lifetime_earned": {0.lifetime_earned}, "expired": {0.expired}, '
+    '"redeemed": {0.redeemed}}}'
+)
 
 
 def _advance(m: _Member, rows: list[QualRow], value: int, at: datetime, now: datetime) -> TierState | None:
@@ -628,6 +740,8 @@ def _advance(m: _Member, rows: list[QualRow], value: int, at: datetime, now: dat
     assert m.shown is not None and m.earning is not None
     as_of = max(now, at)
     if value:
+        if m.shown.state is None and m.earning.state is not None:  # ``at`` checks that it holds
+            m.shown.state, m.shown.as_of = m.earning.state, m.earning.as_of  # at ``as_of`` too
         m.shown.at(rows, as_of, m.newest)
         m.shown.add(value, at, m.newest)
     else:  # a row of 0 is shown with this event but not stored: the next one starts afresh
@@ -641,33 +755,26 @@ def _advance(m: _Member, rows: list[QualRow], value: int, at: datetime, now: dat
     return shown
 
 
-def _posting_row(
-    w: _Writes, merchant_id: str, journal_id: str, member_id: str, p: Posting, at: datetime
-) -> dict[str, Any]:
-    return {
-        "merchant_id": merchant_id,
-        "id": w.ids("pst"),
-        "journal_id": journal_id,
-        "member_id": member_id,
-        "account": str(p.account),
-        "amount": p.amount,
-        "lot_id": p.lot_id,
-        "occurred_at": at,
-    }
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _write(conn: Connection, merchant_id: str, w: _Writes) -> None:
-    repo.insert_many(conn, events, w.events)
-    repo.insert_many(conn, event_lines, w.lines)
-    repo.insert_many(conn, event_rules, w.rules)
-    repo.insert_many(conn, qualifications, w.quals)
-    repo.insert_many(conn, journals, w.journals)
-    repo.insert_many(conn, lots, w.lots)
-    repo.insert_many(conn, postings, w.postings)
+def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> None:
+    for table, rows in (
+        ("events", w.events),
+        ("event_lines", w.lines),
+        ("event_rules", w.rules),
+        ("qualifications", w.quals),
+        ("journals", w.journals),
+        ("lots", w.lots),
+        ("postings", w.postings),
+    ):
+        repo.insert_rows(conn, table, rows)
     repo.add_to_balances(conn, merchant_id, w.deltas)
+    if w.outbox:  # each member's stream goes on from its last number, in the batch's order
+        last = outbox_repo.last_sequences(conn, merchant_id, {member for _, member, _, _ in w.outbox})
+        value = w.values.instant
+        created = value(now)
+        rows = []
+        for kind, member_id, at, data in w.outbox:
+            seq = last[member_id] = last.get(member_id, 0) + 1
+            rows.append(
+                (merchant_id, w.ids("evt"), kind, member_id, member_id, seq, value(at), created, data, None)
+            )
+        repo.insert_rows(conn, "outbox_events", rows)

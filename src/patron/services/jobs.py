@@ -17,7 +17,12 @@ from patron.storage import job_runs as runs
 from patron.storage import jobs as repo
 from patron.storage.ids import new_id
 
-BATCH = 500
+#: Members per transaction of the ledger moves (release-pending, expire-points): the lots stay in
+#: the database, so a batch costs little memory, and fewer batches cost fewer round trips and commits.
+BATCH = 5000
+#: Reservations per transaction of lapse-reservations, at most: each is settled on its own, so a
+#: smaller batch keeps its members' locks short. ``BATCH`` bounds it too (tests set it to 2).
+LAPSE_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +152,12 @@ def _dispatch(
     run_id: str,
 ) -> JobResult:
     if name == "requalify-tiers":
-        return _requalify(engine, as_of=as_of, merchant_id=merchant_id, progress=progress, run_id=run_id)
+        from patron.services.requalify import run_requalify
+
+        members, changes = run_requalify(
+            engine, as_of=as_of, merchant_id=merchant_id, progress=progress, run_id=run_id
+        )
+        return JobResult(name, as_of, members, changes, 0)
     if name == "dividends":
         from patron.services.dividends import run_dividends
 
@@ -201,28 +211,24 @@ def _run_moves(
     while True:
         with engine.begin() as conn:
             batch = repo.members_holding(
-                conn, account=move.account, limit=BATCH, after=after, merchant_id=merchant_id
+                conn, account=move.account, limit=BATCH, after=after, merchant_id=merchant_id, lock=True
             )
             if not batch:
                 break
-            repo.lock_members(conn, batch)
-            due = repo.due_lots(
-                conn, account=move.account, due_column=move.due_column, as_of=as_of, members=batch
-            )
-            repo.move_lots(
+            moved = repo.move_due(
                 conn,
-                due,
+                members=batch,
+                account=move.account,
+                due_column=move.due_column,
+                as_of=as_of,
                 kind=move.kind,
                 prefix=move.prefix,
                 reason=move.reason,
-                source=move.account,
                 target=move.target,
                 now=utcnow(),
             )
         after = batch[-1]
-        members += len({d["member_id"] for d in due})
-        lots += len(due)
-        points += sum(int(d["remaining"]) for d in due)
+        members, lots, points = members + moved[0], lots + moved[1], points + moved[2]
         if progress:
             progress(len(batch))
     if name == "expire-points":
@@ -278,108 +284,12 @@ def _lapse(
 ) -> JobResult:
     from patron.services.redemptions import lapse_due
 
-    total = 0
+    total, limit = 0, min(BATCH, LAPSE_BATCH)
     while True:
         with engine.begin() as conn:
-            done = lapse_due(conn, as_of=as_of, merchant_id=merchant_id, limit=BATCH)
+            done = lapse_due(conn, as_of=as_of, merchant_id=merchant_id, limit=limit)
         total += done
         if progress and done:
             progress(done)
-        if done < BATCH:
+        if done < limit:
             return JobResult("lapse-reservations", as_of, total, total, 0)
-
-
-def _requalify(
-    engine: Engine,
-    *,
-    as_of: datetime,
-    merchant_id: str | None,
-    progress: Callable[[int], None] | None,
-    run_id: str,
-) -> JobResult:
-    """Record every tier change that a period's end (plus grace) brought by ``as_of``.
-
-    Tiers are derived from qualification history, so reads are right without this job; the job
-    writes the changes down (once: a change already recorded is skipped) for the history, the
-    notifications and the run log.
-    """
-    from zoneinfo import ZoneInfo
-
-    from patron.domain.tiers import history
-    from patron.services import outbox
-    from patron.services.programs import program_at
-    from patron.services.tiers import program_inputs
-    from patron.storage import tiers as tiers_repo
-
-    members = changes = 0
-    with engine.begin() as conn:
-        targets = repo.all_programs(conn, merchant_id)
-    for m, program_id in targets:
-        with engine.begin() as conn:
-            program, _ = program_at(conn, merchant_id=m, program_id=program_id, at=as_of)
-        if program.tiers is None or not program.tiers.levels:
-            continue
-        tz = ZoneInfo(program.timezone)
-        after: str | None = None
-        while True:
-            with engine.begin() as conn:
-                batch = tiers_repo.program_members(conn, m, program_id, after=after, limit=BATCH)
-                if not batch:
-                    break
-                ids = [b["id"] for b in batch]
-                rows, given = program_inputs(
-                    conn, merchant_id=m, program_id=program_id, member_ids=ids, metrics={program.tiers.metric}
-                )
-                candidates = []
-                for member in batch:
-                    _, moves = history(
-                        program.tiers,
-                        rows[program.tiers.metric][member["id"]],
-                        as_of=as_of,
-                        tz=tz,
-                        enrolled_at=member["enrolled_at"],
-                        assignments=given.get(member["id"], []),
-                    )
-                    for c in moves:
-                        if c.cause != "period_end" or c.to_id is None:
-                            continue
-                        candidates.append(
-                            {
-                                "merchant_id": m,
-                                "member_id": member["id"],
-                                "at": c.at,
-                                "to_tier": c.to_id,
-                                "from_tier": c.from_id,
-                                "reason": c.reason,
-                                "cause": c.cause,
-                                "job_run_id": run_id,
-                                "recorded_at": utcnow(),
-                            }
-                        )
-                # a change already recorded (an earlier run) conflicts on the key and is skipped
-                stored = tiers_repo.insert_new_changes(conn, candidates)
-                new_rows = [r for r in candidates if (r["member_id"], r["at"], r["to_tier"]) in stored]
-                outbox.emit_many(
-                    conn,
-                    merchant_id=m,
-                    events=[
-                        (
-                            outbox.TIER_CHANGED,
-                            r["member_id"],
-                            r["at"],
-                            {
-                                "from": r["from_tier"],
-                                "to": r["to_tier"],
-                                "cause": "period_end",
-                                "reason": r["reason"],
-                            },
-                        )
-                        for r in new_rows
-                    ],
-                )
-                members += len({r["member_id"] for r in new_rows})
-                changes += len(new_rows)
-            after = ids[-1]
-            if progress:
-                progress(len(batch))
-    return JobResult("requalify-tiers", as_of, members, changes, 0)

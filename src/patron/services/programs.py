@@ -125,14 +125,27 @@ def pick_version(times: list[tuple[int, datetime]], at: datetime) -> int | None:
 
 
 _PARSED: dict[tuple[str, str, int], Program] = {}
+_TIMES: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
 
 
-def program_at(conn: Connection, *, merchant_id: str, program_id: str, at: datetime) -> tuple[Program, int]:
+def program_at(
+    conn: Connection, *, merchant_id: str, program_id: str, at: datetime, latest: int | None = None
+) -> tuple[Program, int]:
     """The domain program in effect at ``at`` and its version number.
 
-    Versions are immutable once written, so a parsed version is kept in memory by its key.
+    Versions are immutable once written and numbered 1, 2, 3..., so a parsed version is kept in
+    memory by its key, and so is the list of versions' effective times: a caller that has read
+    the program's ``latest`` version number (in a query it made anyway) skips reading the list
+    again when the one kept ends with that number.
     """
-    version = pick_version(repo.version_times(conn, merchant_id, program_id), at)
+    times = _TIMES.get((merchant_id, program_id)) if latest is not None else None
+    if times is None or times[-1][0] != latest:
+        times = repo.version_times(conn, merchant_id, program_id)
+        if times:
+            if len(_TIMES) > 1024:
+                _TIMES.clear()
+            _TIMES[(merchant_id, program_id)] = times
+    version = pick_version(times, at)
     if version is None:
         raise NotFound(f"program {program_id} not found")
     key = (merchant_id, program_id, version)

@@ -5,20 +5,133 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select
+from sqlalchemy import Connection, and_, bindparam, func, select
 
-from patron.storage.tables import event_lines, event_rules, events, qualifications
+from patron.domain.ledger import Balances
+from patron.storage.db import driver_rows, execute_driver, insert_rows, is_postgres, pipelined
+from patron.storage.ledger import BALANCE_COLUMNS
+from patron.storage.tables import (
+    event_lines,
+    event_rules,
+    events,
+    member_balances,
+    members,
+    program_versions,
+    qualifications,
+    tier_assignments,
+)
+from patron.storage.tiers import ASSIGNMENTS_OF, assignments_of
+
+# Built once: the statements every event runs (building a statement costs more than running it).
+_GET_EVENT = select(events).where(
+    events.c.merchant_id == bindparam("merchant_id"), events.c.external_id == bindparam("external_id")
+)
+_LATEST_VERSION = (
+    select(func.max(program_versions.c.version))
+    .where(
+        program_versions.c.merchant_id == members.c.merchant_id,
+        program_versions.c.program_id == members.c.program_id,
+    )
+    .scalar_subquery()
+)
+_MEMBER_FOR_EVENT = (
+    select(
+        members,
+        *[member_balances.c[c].label("balance_" + c) for c in BALANCE_COLUMNS],
+        _LATEST_VERSION.label("program_latest_version"),
+    )
+    .join(
+        member_balances,
+        and_(
+            member_balances.c.merchant_id == members.c.merchant_id,
+            member_balances.c.member_id == members.c.id,
+        ),
+    )
+    .where(members.c.merchant_id == bindparam("merchant_id"), members.c.id == bindparam("member_id"))
+    .with_for_update(of=member_balances)  # PostgreSQL; SQLite's single writer already serialises
+)
+_MEMBER_COLUMNS = tuple(c.name for c in members.c)
 
 
 def get_event(conn: Connection, merchant_id: str, external_id: str) -> dict[str, Any] | None:
     row = (
-        conn.execute(
-            select(events).where(events.c.merchant_id == merchant_id, events.c.external_id == external_id)
-        )
-        .mappings()
-        .first()
+        conn.execute(_GET_EVENT, {"merchant_id": merchant_id, "external_id": external_id}).mappings().first()
     )
     return dict(row) if row else None
+
+
+_EVENT_COLUMNS = [c.name for c in events.c]
+_ASSIGNMENT_COLUMNS = [c.name for c in tier_assignments.c]
+
+
+def event_inputs(
+    conn: Connection,
+    merchant_id: str,
+    member_id: str,
+    external_id: str,
+    *,
+    column: str | None,
+    assignments: bool,
+) -> tuple[dict[str, Any] | None, list[tuple[datetime, datetime, int, str]], list[dict[str, Any]]]:
+    """What applying an event to a member (whose balances are locked) reads: the event already
+    recorded under ``external_id`` (a replay), the member's qualification rows with a value in
+    ``column`` (none when None, as :func:`qualification_rows` reads them) and, with
+    ``assignments``, their tier assignments (as ``storage.tiers.assignments_of`` reads them).
+    One round trip on PostgreSQL (psycopg's pipeline: three queries sent at once)."""
+    params = {"merchant_id": merchant_id, "member_id": member_id, "external_id": external_id}
+    if not is_postgres(conn):
+        return (
+            get_event(conn, merchant_id, external_id),
+            qualification_rows(conn, merchant_id, member_id, column) if column else [],
+            assignments_of(conn, merchant_id, member_id) if assignments else [],
+        )
+    assert column is None or column in qualifications.c
+    with pipelined(conn):
+        found = execute_driver(conn, _GET_EVENT, params)
+        rows = execute_driver(conn, _qualification_stmt(column), params) if column else None
+        given = execute_driver(conn, ASSIGNMENTS_OF, params) if assignments else None
+    existing = driver_rows(conn, events, _EVENT_COLUMNS, found.fetchall())
+    quals = []
+    if rows is not None:
+        got = rows.fetchall()
+        times = driver_rows(conn, qualifications, ["period_at", "recorded_at"], [r[:2] for r in got])
+        quals = [
+            (t["period_at"], t["recorded_at"], int(r[2]), str(r[3]))
+            for t, r in zip(times, got, strict=True)
+            if r[2]
+        ]
+    held = (
+        driver_rows(conn, tier_assignments, _ASSIGNMENT_COLUMNS, given.fetchall())
+        if given is not None
+        else []
+    )
+    return (existing[0] if existing else None), quals, held
+
+
+def member_for_event(
+    conn: Connection, merchant_id: str, member_id: str
+) -> tuple[dict[str, Any], Balances, int | None] | None:
+    """The member (as ``storage.members.get_member`` reads it), their cached balances, locked for
+    the rest of the transaction, and the latest version number of their program, in one round
+    trip; None when the merchant has no such member."""
+    params = {"merchant_id": merchant_id, "member_id": member_id}
+    if is_postgres(conn):
+        row = execute_driver(conn, _MEMBER_FOR_EVENT, params).fetchone()
+        if row is None:
+            return None
+        n = len(_MEMBER_COLUMNS)
+        member = driver_rows(conn, members, list(_MEMBER_COLUMNS), [row[:n]])[0]
+        balances = Balances(**dict(zip(BALANCE_COLUMNS, row[n:-1], strict=True)))
+        latest = row[-1]
+    else:
+        found = conn.execute(_MEMBER_FOR_EVENT, params).first()
+        if found is None:
+            return None
+        m = found._mapping
+        member = {name: m[name] for name in _MEMBER_COLUMNS}
+        balances = Balances(**{c: m["balance_" + c] for c in BALANCE_COLUMNS})
+        latest = m["program_latest_version"]
+    return member, balances, None if latest is None else int(latest)
 
 
 def insert_event(
@@ -28,21 +141,23 @@ def insert_event(
     lines: list[dict[str, Any]],
     rules: list[dict[str, Any]],
 ) -> None:
-    conn.execute(insert(events), row)
+    insert_rows(conn, events, row)
     if lines:
-        conn.execute(
-            insert(event_lines),
+        insert_rows(
+            conn,
+            event_lines,
             [{"merchant_id": row["merchant_id"], "event_id": row["id"], **ln} for ln in lines],
         )
     if rules:
-        conn.execute(
-            insert(event_rules),
+        insert_rows(
+            conn,
+            event_rules,
             [{"merchant_id": row["merchant_id"], "event_id": row["id"], **r} for r in rules],
         )
 
 
 def insert_qualification(conn: Connection, *, merchant_id: str, event_id: str, **values: Any) -> None:
-    conn.execute(insert(qualifications), dict(merchant_id=merchant_id, event_id=event_id, **values))
+    insert_rows(conn, qualifications, dict(merchant_id=merchant_id, event_id=event_id, **values))
 
 
 def lines_of(conn: Connection, merchant_id: str, event_id: str) -> list[dict[str, Any]]:
@@ -74,21 +189,35 @@ def reversed_lines(conn: Connection, merchant_id: str, event_id: str) -> list[di
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+_QUALIFICATION_ROWS: dict[str, Any] = {}
+
+
 def qualification_rows(
     conn: Connection, merchant_id: str, member_id: str, column: str
 ) -> list[tuple[datetime, datetime, int, str]]:
     """(period_at, recorded_at, value, event id) of the member's rows with a value in ``column``."""
-    stmt = (
-        select(
-            qualifications.c.period_at,
-            qualifications.c.recorded_at,
-            qualifications.c[column],
-            qualifications.c.event_id,
+    rows = conn.execute(_qualification_stmt(column), {"merchant_id": merchant_id, "member_id": member_id})
+    return [(a, b, int(v), str(e)) for a, b, v, e in rows if v]
+
+
+def _qualification_stmt(column: str) -> Any:
+    """The member's rows of ``column``, oldest recorded first (built once per column)."""
+    stmt = _QUALIFICATION_ROWS.get(column)
+    if stmt is None:
+        stmt = _QUALIFICATION_ROWS[column] = (
+            select(
+                qualifications.c.period_at,
+                qualifications.c.recorded_at,
+                qualifications.c[column],
+                qualifications.c.event_id,
+            )
+            .where(
+                qualifications.c.merchant_id == bindparam("merchant_id"),
+                qualifications.c.member_id == bindparam("member_id"),
+            )
+            .order_by(qualifications.c.recorded_at)
         )
-        .where(qualifications.c.merchant_id == merchant_id, qualifications.c.member_id == member_id)
-        .order_by(qualifications.c.recorded_at)
-    )
-    return [(a, b, int(v), str(e)) for a, b, v, e in conn.execute(stmt) if v]
+    return stmt
 
 
 def action_count(

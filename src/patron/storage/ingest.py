@@ -1,59 +1,157 @@
 """Bulk reads and writes for batch ingestion (``services/ingest.py``).
 
 Writes go the fastest plain way each database offers: ``COPY ... FROM STDIN`` on PostgreSQL
-(psycopg's ``cursor.copy``, inside the caller's transaction) and ``executemany`` on SQLite.
-Reads take many members at once, in chunks that stay below every driver's parameter limit.
+(psycopg's ``cursor.copy``, inside the caller's transaction) and ``executemany`` on SQLite. The
+service builds each row as a tuple in the column order below, its values already what the driver
+takes (:class:`Values`): no dict per row, no SQLAlchemy statement per row.
+Reads take many members at once: one array parameter on PostgreSQL, chunks that stay below the
+parameter limit on SQLite.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import secrets
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, bindparam, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 
 from patron.domain.ledger import Balances
-from patron.storage import ids
+from patron.domain.tiers import QualRow
 from patron.storage.ledger import BALANCE_COLUMNS
-from patron.storage.tables import UTCDateTime, events, member_balances, members, referrals
+from patron.storage.outbox import outbox_events
+from patron.storage.tables import (
+    event_lines,
+    event_rules,
+    events,
+    journals,
+    lots,
+    member_balances,
+    members,
+    postings,
+    qualifications,
+    referrals,
+)
 
 CHUNK = 900
-_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789abcdefghjkmnpqrstvwxyz")
+
+# The columns of each bulk-written table, in the order of the service's row tuples.
+EVENT_COLUMNS = (
+    "merchant_id",
+    "id",
+    "external_id",
+    "program_id",
+    "program_version",
+    "member_id",
+    "type",
+    "occurred_at",
+    "received_at",
+    "refers_to",
+    "location_id",
+    "points",
+    "body_hash",
+    "body",
+    "result",
+)
+LINE_COLUMNS = ("merchant_id", "event_id", "line_id", "quantity", "points", "amount")
+RULE_COLUMNS = ("merchant_id", "event_id", "rule_id", "points")
+QUALIFICATION_COLUMNS = (
+    "merchant_id",
+    "event_id",
+    "member_id",
+    "period_at",
+    "recorded_at",
+    "spend",
+    "status_points",
+    "visits",
+    "status_miles",
+    "segments",
+)
+JOURNAL_COLUMNS = (
+    "merchant_id",
+    "id",
+    "member_id",
+    "program_id",
+    "program_version",
+    "kind",
+    "reason",
+    "event_id",
+    "occurred_at",
+    "created_at",
+)
+LOT_COLUMNS = (
+    "merchant_id",
+    "id",
+    "member_id",
+    "journal_id",
+    "points",
+    "earned_at",
+    "available_from",
+    "expires_at",
+)
+POSTING_COLUMNS = (
+    "merchant_id",
+    "id",
+    "journal_id",
+    "member_id",
+    "account",
+    "amount",
+    "lot_id",
+    "occurred_at",
+)
+OUTBOX_COLUMNS = (
+    "merchant_id",
+    "id",
+    "type",
+    "member_id",
+    "stream",
+    "seq",
+    "occurred_at",
+    "created_at",
+    "data",
+    "fanned_out_at",
+)
+
+#: what the bulk write's foreign-key checks look up (PostgreSQL plans those checks once per
+#: connection: see :func:`plan_statistics`)
+REFERENCED = ("members", "journals")
+_planned: set[str] = set()  # databases (engine URLs) whose referenced tables have statistics
 
 
-class Ids:
-    """``storage.ids.new_id`` for many rows: the same format and the same process-wide order,
-    from blocks reserved under its lock (one reservation per ``block`` identifiers), encoded
-    with the C base32 encoder rather than digit by digit."""
+class Values:
+    """Values as the connection's driver takes them in bulk: instants (aware UTC) as the
+    ``UTCDateTime`` column stores them, each distinct instant converted once (an event's rows
+    share one); JSON as text, serialised by the caller (``json.dumps``, as the ``JSON`` column
+    type would)."""
 
-    def __init__(self, block: int = 4096) -> None:
-        self.block = block
-        self.head = ""
-        self.next = self.end = 0
+    def __init__(self, conn: Connection) -> None:
+        self.postgres = conn.dialect.name == "postgresql"
+        proc = events.c.occurred_at.type._cached_bind_processor(conn.dialect)
+        self._proc: Callable[[Any], Any] | None = None if self.postgres else proc
+        self._seen: dict[datetime, Any] = {}
 
-    def _reserve(self) -> None:
-        with ids._lock:
-            ms = time.time_ns() // 1_000_000
-            if ms <= ids._last[0]:
-                ms = ids._last[0]
-                rand = ids._last[1] + 1
-            else:
-                rand = secrets.randbits(79)
-            ids._last[0], ids._last[1] = ms, rand + self.block - 1
-        self.head = ids._b32(ms, 10)
-        self.next, self.end = rand, rand + self.block
+    def instant(self, value: datetime) -> Any:
+        if self._proc is None:
+            return value
+        out = self._seen.get(value)
+        if out is None:
+            out = self._seen[value] = self._proc(value)
+        return out
 
-    def __call__(self, prefix: str) -> str:
-        if self.next >= self.end:
-            self._reserve()
-        rand = self.next
-        self.next += 1
-        tail = base64.b32encode(rand.to_bytes(10, "big")).translate(_CROCKFORD).decode()
-        return f"{prefix}_{self.head}{tail}"
+    def maybe_instant(self, value: datetime | None) -> Any:
+        return None if value is None else self.instant(value)
 
 
 def _chunks(values: Sequence[str]) -> Iterator[list[str]]:
@@ -61,11 +159,24 @@ def _chunks(values: Sequence[str]) -> Iterator[list[str]]:
         yield list(values[i : i + CHUNK])
 
 
+def _among(conn: Connection, column: Any, values: Iterable[str]) -> Iterator[Any]:
+    """``column IN values``, one condition per chunk: on PostgreSQL a single array parameter
+    (``= ANY(%s)``) rather than hundreds of bind parameters to render each batch."""
+    ordered = sorted(set(values))
+    if not ordered:
+        return
+    if conn.dialect.name == "postgresql":
+        yield column == any_(bindparam(None, ordered, type_=ARRAY(String)))
+        return
+    for chunk in _chunks(ordered):
+        yield column.in_(chunk)
+
+
 def members_by_id(conn: Connection, merchant_id: str, member_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Members by id (every column, as ``storage.members.get_member`` returns them)."""
     out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(set(member_ids))):
-        stmt = select(members).where(members.c.merchant_id == merchant_id, members.c.id.in_(chunk))
+    for among in _among(conn, members.c.id, member_ids):
+        stmt = select(members).where(members.c.merchant_id == merchant_id, among)
         for row in conn.execute(stmt).mappings():
             out[str(row["id"])] = dict(row)
     return out
@@ -76,11 +187,9 @@ def members_by_external_id(
 ) -> dict[str, dict[str, Any]]:
     """A program's members by external id."""
     out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(set(external_ids))):
+    for among in _among(conn, members.c.external_id, external_ids):
         stmt = select(members).where(
-            members.c.merchant_id == merchant_id,
-            members.c.program_id == program_id,
-            members.c.external_id.in_(chunk),
+            members.c.merchant_id == merchant_id, members.c.program_id == program_id, among
         )
         for row in conn.execute(stmt).mappings():
             out[str(row["external_id"])] = dict(row)
@@ -93,10 +202,10 @@ def lock_balances(conn: Connection, merchant_id: str, member_ids: Iterable[str])
     in common queue rather than deadlock; SQLite's single writer already serialises)."""
     out: dict[str, Balances] = {}
     cols = [member_balances.c[c] for c in BALANCE_COLUMNS]
-    for chunk in _chunks(sorted(set(member_ids))):
+    for among in _among(conn, member_balances.c.member_id, member_ids):
         stmt = (
             select(member_balances.c.member_id, *cols)
-            .where(member_balances.c.merchant_id == merchant_id, member_balances.c.member_id.in_(chunk))
+            .where(member_balances.c.merchant_id == merchant_id, among)
             .order_by(member_balances.c.member_id)
         )
         if conn.dialect.name == "postgresql":
@@ -111,9 +220,9 @@ def recorded_events(
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """Events already recorded, by external id: ``(body_hash, result)``."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for chunk in _chunks(sorted(set(external_ids))):
+    for among in _among(conn, events.c.external_id, external_ids):
         stmt = select(events.c.external_id, events.c.body_hash, events.c.result).where(
-            events.c.merchant_id == merchant_id, events.c.external_id.in_(chunk)
+            events.c.merchant_id == merchant_id, among
         )
         for ext, digest, result in conn.execute(stmt):
             out[str(ext)] = (str(digest), result)
@@ -123,91 +232,118 @@ def recorded_events(
 def referees_with_referral(conn: Connection, merchant_id: str, member_ids: Iterable[str]) -> set[str]:
     """Which of ``member_ids`` already have a referral row (completed, revoked or in review)."""
     out: set[str] = set()
-    for chunk in _chunks(sorted(set(member_ids))):
-        stmt = select(referrals.c.referee_id).where(
-            referrals.c.merchant_id == merchant_id, referrals.c.referee_id.in_(chunk)
-        )
+    for among in _among(conn, referrals.c.referee_id, member_ids):
+        stmt = select(referrals.c.referee_id).where(referrals.c.merchant_id == merchant_id, among)
         out.update(str(r[0]) for r in conn.execute(stmt))
     return out
 
 
-class JsonText(str):
-    """A value of a JSON column already serialised (``json.dumps``): written as it is."""
+def qualification_rows(
+    conn: Connection, merchant_id: str, member_ids: Sequence[str], column: str
+) -> dict[str, list[QualRow]]:
+    """The members' qualification rows with a value in ``column`` (a metric's column), by member,
+    oldest recorded first: ``storage.tiers.program_qualification_rows`` for members of one
+    program, read through the driver (no value processor per cell: each distinct instant is
+    converted once, as ``UTCDateTime`` converts it)."""
+    if column not in ("spend", "status_points", "visits", "status_miles", "segments"):
+        raise ValueError(f"not a qualification metric: {column}")
+    out: dict[str, list[QualRow]] = {}
+    seen: dict[Any, datetime] = {}
+
+    def instant(raw: Any) -> datetime:
+        found = seen.get(raw)
+        if found is None:
+            parsed = datetime.fromisoformat(raw) if isinstance(raw, str) else raw
+            found = seen[raw] = (
+                parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            )
+        return found
+
+    wanted = sorted(set(member_ids))
+    select_from = (
+        f"SELECT member_id, period_at, recorded_at, {column} FROM qualifications "
+        f"WHERE merchant_id = %(m)s AND {column} <> 0 AND member_id "
+    )
+    order = " ORDER BY member_id, recorded_at"
+    queries: list[tuple[str, Any]]
+    if conn.dialect.name == "postgresql":
+        queries = [(select_from + "= ANY(%(ids)s)" + order, {"m": merchant_id, "ids": wanted})]
+    else:
+        queries = [
+            (
+                (select_from + f"IN ({', '.join('?' for _ in chunk)})" + order).replace("%(m)s", "?"),
+                (merchant_id, *chunk),
+            )
+            for chunk in _chunks(wanted)
+        ]
+    for sql, params in queries:
+        for member_id, period_at, recorded_at, value in conn.exec_driver_sql(sql, params).fetchall():
+            kept = out.get(member_id)
+            if kept is None:
+                kept = out[member_id] = []
+            kept.append(QualRow(instant(period_at), instant(recorded_at), int(value)))
+    return out
 
 
-def _copy_value(column: Column[Any], value: Any) -> Any:
-    if value is not None and not isinstance(value, JsonText) and column.type.__class__.__name__ == "JSON":
-        return json.dumps(value)
-    return value
+_TABLES: dict[str, tuple[Table, tuple[str, ...]]] = {
+    "events": (events, EVENT_COLUMNS),
+    "event_lines": (event_lines, LINE_COLUMNS),
+    "event_rules": (event_rules, RULE_COLUMNS),
+    "qualifications": (qualifications, QUALIFICATION_COLUMNS),
+    "journals": (journals, JOURNAL_COLUMNS),
+    "lots": (lots, LOT_COLUMNS),
+    "postings": (postings, POSTING_COLUMNS),
+    "outbox_events": (outbox_events, OUTBOX_COLUMNS),
+}
 
 
-def _json_text(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def run(value: Any) -> Any:
-        return str(value) if isinstance(value, JsonText) else proc(value)
-
-    return run
-
-
-def _memo(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    seen: dict[Any, Any] = {}
-
-    def run(value: Any) -> Any:
-        if value is None:
-            return proc(value)
-        out = seen.get(value)
-        if out is None:
-            out = seen[value] = proc(value)
-        return out
-
-    return run
-
-
-def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys): COPY on PostgreSQL, executemany on SQLite."""
+def insert_rows(conn: Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (tuples in ``table``'s column order above, values from :class:`Values`):
+    COPY on PostgreSQL, executemany on SQLite."""
     if not rows:
         return
+    target, columns = _TABLES[table]
+    names = ", ".join(columns)
     if conn.dialect.name != "postgresql":
-        # executemany on the driver, each value through its column type's own bind processor:
-        # what ``conn.execute(insert(table), rows)`` stores, without its per-row overhead
-        names = list(rows[0])
-        procs: list[Callable[[Any], Any] | None] = [
-            table.c[n].type._cached_bind_processor(conn.dialect) for n in names
-        ]
-        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
-        for i, n in enumerate(names):  # the same instants recur (an event's rows share one)
-            proc = procs[i]
-            if proc is not None and isinstance(table.c[n].type, UTCDateTime):
-                procs[i] = _memo(proc)
-            elif proc is not None and table.c[n].type.__class__.__name__ == "JSON":
-                procs[i] = _json_text(proc)
-        params = [
-            tuple(p(row[n]) if p else row[n] for n, p in zip(names, procs, strict=True)) for row in rows
-        ]
-        conn.exec_driver_sql(sql, params)
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f"INSERT INTO {target.name} ({names}) VALUES ({marks})", list(rows))
         return
-    names = list(rows[0])
-    columns = [table.c[n] for n in names]
-    json_at = [i for i, c in enumerate(columns) if c.type.__class__.__name__ == "JSON"]
+    from psycopg.errors import IntegrityError as DriverIntegrityError
+
     raw = conn.connection.driver_connection
     assert raw is not None
-    with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-        for row in rows:
-            values = [row[n] for n in names]
-            for i in json_at:
-                values[i] = _copy_value(columns[i], values[i])
-            copy.write_row(values)
+    sql = f"COPY {target.name} ({names}) FROM STDIN"
+    try:
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
+    except DriverIntegrityError as exc:
+        # what SQLAlchemy raises for a statement it runs: the caller tells a unique-key conflict
+        # (a concurrent writer first) from any other failure by it
+        raise IntegrityError(sql, None, exc) from exc
 
 
 def add_to_balances(conn: Connection, merchant_id: str, deltas: Mapping[str, Balances]) -> None:
-    """Add each member's ``deltas`` to their cached balances (one statement, executemany)."""
-    params = []
-    for member_id, delta in deltas.items():
-        values = {c: getattr(delta, c) for c in BALANCE_COLUMNS}
-        if any(values.values()):
-            params.append(
-                {"m": merchant_id, "b_member_id": member_id, **{"d_" + k: v for k, v in values.items()}}
-            )
-    if not params:
+    """Add each member's ``deltas`` to their cached balances: on PostgreSQL one ``UPDATE ...
+    FROM unnest(...)``, on SQLite one executemany."""
+    changed = [(m, d) for m, d in sorted(deltas.items()) if any(getattr(d, c) for c in BALANCE_COLUMNS)]
+    if not changed:
+        return
+    if conn.dialect.name == "postgresql":
+        sets = ", ".join(f"{c} = b.{c} + d.{c}" for c in BALANCE_COLUMNS)
+        names = ", ".join(BALANCE_COLUMNS)
+        arrays = ", ".join(f"CAST(:{c} AS bigint[])" for c in BALANCE_COLUMNS)
+        params: dict[str, Any] = {"m": merchant_id, "ids": [m for m, _ in changed]}
+        params.update({c: [getattr(d, c) for _, d in changed] for c in BALANCE_COLUMNS})
+        conn.execute(
+            text(
+                f"UPDATE member_balances AS b SET {sets} "
+                f"FROM unnest(CAST(:ids AS varchar[]), {arrays}) AS d(member_id, {names}) "
+                "WHERE b.merchant_id = :m AND b.member_id = d.member_id"
+            ),
+            params,
+        )
         return
     stmt = (
         update(member_balances)
@@ -217,4 +353,45 @@ def add_to_balances(conn: Connection, merchant_id: str, deltas: Mapping[str, Bal
         )
         .values({c: member_balances.c[c] + bindparam("d_" + c) for c in BALANCE_COLUMNS})
     )
-    conn.execute(stmt, params)
+    conn.execute(
+        stmt,
+        [
+            {"m": merchant_id, "b_member_id": m, **{"d_" + c: getattr(d, c) for c in BALANCE_COLUMNS}}
+            for m, d in changed
+        ],
+    )
+
+
+def plan_statistics(conn: Connection) -> None:
+    """Give the planner statistics for :data:`REFERENCED` once they hold rows (PostgreSQL).
+
+    Each connection plans a foreign key's check (``SELECT 1 FROM journals WHERE merchant_id =
+    $1 AND id = $2 FOR KEY SHARE``) once and keeps the plan. Planned before the table was ever
+    analysed, with no statistics on ``merchant_id``, it may walk another index of the table by
+    its ``merchant_id`` prefix alone: every check then reads the merchant's whole table, and a
+    bulk load of a fresh database is quadratic until autovacuum gets to it (measured: 10,000
+    postings checked against 5,000 journals took 2.0 s instead of 0.1 s). ``ANALYZE`` of such a
+    table (one with rows and no statistics) runs on a connection of its own, committed at once,
+    so that the caller's transaction takes no lock for it; the cached plans are invalidated and
+    the next check is planned with the statistics. Once every table has them (autovacuum keeps
+    them from then on), nothing is asked again in this process."""
+    engine: Engine = conn.engine
+    key = str(engine.url)
+    if key in _planned:
+        return
+    rows = conn.execute(
+        text(
+            "SELECT c.relname, pg_relation_size(c.oid) > 0 FROM pg_class c "
+            "WHERE c.oid = ANY(CAST(:names AS regclass[])) AND NOT EXISTS ("
+            "SELECT 1 FROM pg_stats s WHERE s.schemaname = c.relnamespace::regnamespace::name "
+            "AND s.tablename = c.relname AND s.attname = 'merchant_id')"
+        ),
+        {"names": list(REFERENCED)},
+    ).all()
+    if not rows:
+        _planned.add(key)
+        return
+    todo = [str(name) for name, filled in rows if filled]
+    if todo:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+            other.execute(text(f"ANALYZE {', '.join(todo)}"))

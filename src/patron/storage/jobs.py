@@ -1,10 +1,12 @@
-"""Set-based ledger moves for scheduled jobs: due lots in one query, journals in bulk.
+"""Set-based ledger moves for scheduled jobs: a batch of members' due lots, their journals and
+postings and the balance cache, in one statement on PostgreSQL (the lots never reach Python).
 
 Journal and posting ids are derived from the lot and the number of postings it holds in the
-source account (``jrn_exp_<hash of lot and count>``): two runs that see a lot in the same state
-name their journal alike, so a racing run fails on the primary key instead of moving points
-twice, while points given back to a lot after it expired (a cancelled reservation) get a journal
-of their own when they expire in turn. A second run for the same time finds nothing due.
+source account (``jrn_exp_<hash of lot and count>``, computed alike in SQL and in :func:`_name`):
+two runs that see a lot in the same state name their journal alike, so a racing run fails on the
+primary key instead of moving points twice, while points given back to a lot after it expired (a
+cancelled reservation) get a journal of their own when they expire in turn. A second run for the
+same time finds nothing due.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, func, literal, select, text, tuple_, update
 
-from patron.storage.ingest import insert_many
 from patron.storage.tables import journals, lots, member_balances, postings
 
 
@@ -26,10 +27,14 @@ def members_holding(
     limit: int,
     after: tuple[str, str] | None,
     merchant_id: str | None = None,
+    lock: bool = False,
 ) -> list[tuple[str, str]]:
     """The next ``limit`` (merchant_id, member_id) with points in ``account``, in key order.
 
     Walks the balance cache by its primary key, so a run over a million members reads each once.
+    With ``lock`` (PostgreSQL) their balance rows are locked in key order, as a debit locks them:
+    for one merchant as they are read, in the same statement; across merchants afterwards, one
+    merchant at a time (:func:`lock_members`: one shard per ``SELECT ... FOR UPDATE`` on Citus).
     """
     column = member_balances.c[account]
     stmt = select(member_balances.c.merchant_id, member_balances.c.member_id).where(column > 0)
@@ -38,7 +43,24 @@ def members_holding(
     if after is not None:
         stmt = stmt.where(tuple_(member_balances.c.merchant_id, member_balances.c.member_id) > tuple_(*after))
     stmt = stmt.order_by(member_balances.c.merchant_id, member_balances.c.member_id).limit(limit)
+    if lock and conn.dialect.name == "postgresql" and merchant_id is None:
+        pairs = [(str(m), str(mem)) for m, mem in conn.execute(stmt)]
+        lock_members(conn, pairs)
+        return pairs
+    if lock and conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        # locked in key order below, one row per merchant above (a string, not thousands of rows)
+        batch = stmt.with_for_update().subquery()
+        ids = func.string_agg(batch.c.member_id, aggregate_order_by(literal(_SEP), batch.c.member_id))
+        agg = select(batch.c.merchant_id, ids).group_by(batch.c.merchant_id).order_by(batch.c.merchant_id)
+        return [(str(m), mem) for m, joined in conn.execute(agg) for mem in joined.split(_SEP)]
     return [(str(m), str(mem)) for m, mem in conn.execute(stmt)]
+
+
+#: joins ids into one string parameter or column on PostgreSQL (``string_to_array``): an array of
+#: thousands of strings costs more to send through the driver than the statement does to run
+_SEP = "\x1f"
 
 
 def _among(conn: Connection, column: Any, values: list[str]) -> Any:
@@ -117,6 +139,109 @@ def due_lots(
     return [dict(r) for r in conn.execute(stmt).mappings() if (r["merchant_id"], r["member_id"]) in wanted]
 
 
+def move_due(
+    conn: Connection,
+    *,
+    members: list[tuple[str, str]],
+    account: str,
+    due_column: str,
+    as_of: datetime,
+    kind: str,
+    prefix: str,
+    reason: str,
+    target: str,
+    now: datetime,
+) -> tuple[int, int, int]:
+    """Move what the lots of ``members`` due by ``as_of`` still hold in ``account`` to ``target``
+    (one journal per lot, :func:`move_lots`): (members, lots, points) moved.
+
+    The caller has locked the members: the lots are read after the lock, so a debit that committed
+    while we waited for it is seen. On PostgreSQL one statement does it all (the due lots, their
+    journals and postings, the balances), so the lots never leave the database.
+    """
+    if not members:
+        return 0, 0, 0
+    if conn.dialect.name != "postgresql":
+        due = due_lots(conn, account=account, due_column=due_column, as_of=as_of, members=members)
+        move_lots(conn, due, kind=kind, prefix=prefix, reason=reason, source=account, target=target, now=now)
+        return (
+            len({(d["merchant_id"], d["member_id"]) for d in due}),
+            len(due),
+            sum(d["remaining"] for d in due),
+        )
+    if due_column not in ("expires_at", "available_from", "earned_at"):
+        raise ValueError(f"not a lot's time: {due_column!r}")
+    sql = text(_MOVE_DUE_SQL.format(due=due_column, src=_BALANCE[account], dst=_BALANCE[target]))
+    by_merchant: dict[str, list[str]] = {}
+    for merchant_id, member_id in members:
+        by_merchant.setdefault(merchant_id, []).append(member_id)
+    moved = [0, 0, 0]
+    for merchant_id, ids in by_merchant.items():
+        row = conn.execute(
+            sql,
+            {
+                "merchant": merchant_id,
+                "members": _SEP.join(ids),
+                "sep": _SEP,
+                "as_of": as_of,
+                "account": account,
+                "target": target,
+                "kind": kind,
+                "prefix": prefix,
+                "reason": reason,
+                "now": now,
+            },
+        ).one()
+        moved = [moved[i] + int(row[i]) for i in range(3)]
+    return moved[0], moved[1], moved[2]
+
+
+#: :func:`move_due` on PostgreSQL, for one merchant's members: their due lots with what they hold
+#: (a range of the lots' ``(merchant_id, member_id, ...)`` index, its ends taken in the database's
+#: collation, filtered to the locked members), then, in data-modifying CTEs, their journals and
+#: postings (named as :func:`_name` names them) and the balances. The posting -> journal foreign
+#: key is checked at the statement's end. Returns (members, lots, points).
+_MOVE_DUE_SQL = """
+WITH batch AS (
+    SELECT unnest(string_to_array(:members, :sep)) AS member_id
+), held AS (
+    SELECT l.merchant_id, l.id AS lot_id, l.member_id, l.journal_id, l.{due} AS at,
+           CAST(sum(p.amount) AS bigint) AS remaining, count(*) AS moves
+    FROM lots l
+    JOIN postings p ON p.merchant_id = l.merchant_id AND p.member_id = l.member_id AND p.lot_id = l.id
+    WHERE l.merchant_id = :merchant
+      AND l.member_id BETWEEN (SELECT min(member_id) FROM batch) AND (SELECT max(member_id) FROM batch)
+      AND l.member_id = ANY(string_to_array(:members, :sep)) AND l.{due} <= :as_of AND p.account = :account
+    GROUP BY l.merchant_id, l.id
+    HAVING sum(p.amount) > 0
+), due AS (
+    SELECT h.merchant_id, h.lot_id, h.member_id, h.at, h.remaining, o.program_id, o.program_version,
+           o.event_id, :prefix || '_' || substr(md5(h.lot_id || ':' || h.moves), 1, 26) AS name
+    FROM held h
+    JOIN journals o ON o.merchant_id = h.merchant_id AND o.id = h.journal_id
+), j AS (
+    INSERT INTO journals (merchant_id, id, member_id, program_id, program_version, kind, reason,
+        event_id, occurred_at, created_at)
+    SELECT :merchant, 'jrn_' || name, member_id, program_id, program_version, :kind, :reason,
+           event_id, at, :now
+    FROM due
+), ps AS (
+    INSERT INTO postings (merchant_id, id, journal_id, member_id, account, amount, lot_id, occurred_at)
+    SELECT :merchant, 'pst_' || d.name || '_' || s.side, 'jrn_' || d.name, d.member_id, s.account,
+           s.sign * d.remaining, d.lot_id, d.at
+    FROM due d CROSS JOIN (VALUES ('a', CAST(:account AS text), -1), ('b', CAST(:target AS text), 1))
+         AS s(side, account, sign)
+), totals AS (
+    SELECT member_id, sum(remaining) AS total FROM due GROUP BY member_id
+), u AS (
+    UPDATE member_balances mb SET {src} = mb.{src} - t.total, {dst} = mb.{dst} + t.total
+    FROM totals t
+    WHERE mb.merchant_id = :merchant AND mb.member_id = t.member_id
+)
+SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM due), (SELECT coalesce(sum(total), 0) FROM totals)
+"""
+
+
 def move_lots(
     conn: Connection,
     due: list[dict[str, Any]],
@@ -128,17 +253,17 @@ def move_lots(
     target: str,
     now: datetime,
 ) -> None:
-    """One journal per lot moving its remaining points from ``source`` to ``target``, in bulk."""
+    """One journal per lot of ``due`` (rows as :func:`due_lots` gives them) moving its remaining
+    points from ``source`` to ``target``, and the members' cached balances, in bulk."""
     if not due:
         return
-    names = {d["lot_id"]: _name(prefix, d["lot_id"], int(d.get("moves", 0))) for d in due}
-    insert_many(
-        conn,
-        journals,
+    names = [_name(prefix, d["lot_id"], int(d.get("moves", 0))) for d in due]
+    conn.execute(
+        journals.insert(),
         [
             {
                 "merchant_id": d["merchant_id"],
-                "id": f"jrn_{names[d['lot_id']]}",
+                "id": f"jrn_{name}",
                 "member_id": d["member_id"],
                 "program_id": d["program_id"],
                 "program_version": d["program_version"],
@@ -148,31 +273,31 @@ def move_lots(
                 "occurred_at": d["at"],
                 "created_at": now,
             }
-            for d in due
+            for d, name in zip(due, names, strict=True)
         ],
     )
-    rows = []
-    for d in due:
-        for side, account, amount in (("a", source, -d["remaining"]), ("b", target, d["remaining"])):
-            rows.append(
-                {
-                    "merchant_id": d["merchant_id"],
-                    "id": f"pst_{names[d['lot_id']]}_{side}",
-                    "journal_id": f"jrn_{names[d['lot_id']]}",
-                    "member_id": d["member_id"],
-                    "account": account,
-                    "amount": amount,
-                    "lot_id": d["lot_id"],
-                    "occurred_at": d["at"],
-                }
-            )
-    insert_many(conn, postings, rows)
+    conn.execute(
+        postings.insert(),
+        [
+            {
+                "merchant_id": d["merchant_id"],
+                "id": f"pst_{name}_{side}",
+                "journal_id": f"jrn_{name}",
+                "member_id": d["member_id"],
+                "account": account,
+                "amount": sign * int(d["remaining"]),
+                "lot_id": d["lot_id"],
+                "occurred_at": d["at"],
+            }
+            for d, name in zip(due, names, strict=True)
+            for side, account, sign in (("a", source, -1), ("b", target, 1))
+        ],
+    )
     totals: dict[tuple[str, str], int] = {}
     for d in due:
         key = (d["merchant_id"], d["member_id"])
         totals[key] = totals.get(key, 0) + int(d["remaining"])
-    columns = {"available": "available", "pending": "pending", "program:expired": "expired"}
-    src, dst = columns[source], columns[target]
+    src, dst = _BALANCE[source], _BALANCE[target]
     conn.execute(
         update(member_balances)
         .where(
@@ -184,9 +309,15 @@ def move_lots(
     )
 
 
+#: the balance cache's column for each account a job moves points between
+_BALANCE = {"available": "available", "pending": "pending", "program:expired": "expired"}
+
+
 def _name(prefix: str, lot_id: str, moves: int) -> str:
-    """``<prefix>_<26 hex>``: the same for the same lot in the same state."""
-    return f"{prefix}_{hashlib.blake2b(f'{lot_id}:{moves}'.encode(), digest_size=13).hexdigest()}"
+    """``<prefix>_<26 hex>``: the same for the same lot in the same state. MD5 (as a name, not
+    for security) because PostgreSQL computes the same in SQL (:data:`_MOVE_DUE_SQL`)."""
+    digest = hashlib.md5(f"{lot_id}:{moves}".encode(), usedforsecurity=False).hexdigest()
+    return f"{prefix}_{digest[:26]}"
 
 
 def inactive_members(

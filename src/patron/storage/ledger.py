@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
+from sqlalchemy import BigInteger, Connection, and_, bindparam, case, func, insert, or_, select, update
 
 from patron.domain.ledger import Account, Balances, Journal, Lot, balances_from_postings
+from patron.storage.db import execute_driver, insert_rows, is_postgres
 from patron.storage.ids import new_id
 from patron.storage.tables import journals, lots, member_balances, postings
 
@@ -20,6 +21,18 @@ BALANCE_COLUMNS = (
     "lifetime_earned",
     "expired",
     "redeemed",
+)
+
+
+# Built once: what every journal runs (building a statement costs more than running it), and its
+# SQL for psycopg directly on PostgreSQL.
+_ADD_TO_BALANCES = (
+    update(member_balances)
+    .where(
+        member_balances.c.merchant_id == bindparam("b_merchant_id"),
+        member_balances.c.member_id == bindparam("b_member_id"),
+    )
+    .values({c: member_balances.c[c] + bindparam("d_" + c, type_=BigInteger) for c in BALANCE_COLUMNS})
 )
 
 
@@ -79,8 +92,9 @@ def write_journal(
 ) -> str:
     """Append ``journal`` and its postings, create ``lot`` if given, and update the cache."""
     journal_id = new_id("jrn")
-    conn.execute(
-        insert(journals),
+    insert_rows(
+        conn,
+        journals,
         {
             "merchant_id": merchant_id,
             "id": journal_id,
@@ -95,8 +109,9 @@ def write_journal(
         },
     )
     if lot is not None:
-        conn.execute(
-            insert(lots),
+        insert_rows(
+            conn,
+            lots,
             {
                 "merchant_id": merchant_id,
                 "id": lot.id,
@@ -108,8 +123,9 @@ def write_journal(
                 "expires_at": lot.expires_at,
             },
         )
-    conn.execute(
-        insert(postings),
+    insert_rows(
+        conn,
+        postings,
         [
             {
                 "merchant_id": merchant_id,
@@ -125,16 +141,13 @@ def write_journal(
         ],
     )
     delta = balances_from_postings(journal.postings)
-    changes = {c: member_balances.c[c] + getattr(delta, c) for c in BALANCE_COLUMNS if getattr(delta, c)}
-    if changes:
-        conn.execute(
-            update(member_balances)
-            .where(
-                member_balances.c.merchant_id == merchant_id,
-                member_balances.c.member_id == member_id,
-            )
-            .values(**changes)
-        )
+    changes = {"d_" + c: getattr(delta, c) for c in BALANCE_COLUMNS}
+    if any(changes.values()):
+        params = {"b_merchant_id": merchant_id, "b_member_id": member_id, **changes}
+        if is_postgres(conn):
+            execute_driver(conn, _ADD_TO_BALANCES, params)
+        else:
+            conn.execute(_ADD_TO_BALANCES, params)
     return journal_id
 
 

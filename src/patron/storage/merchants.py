@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
+from patron.storage.db import driver_rows, fetch_driver, is_postgres
 from patron.storage.tables import api_keys, locations, merchants
+
+_KEY_COLUMNS = [c.name for c in api_keys.c]
+_KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
 
 
 def insert_merchant(conn: Connection, *, id: str, name: str, created_at: datetime) -> None:
@@ -28,7 +32,12 @@ def insert_api_key(conn: Connection, **values: Any) -> None:
 
 
 def api_key_by_hash(conn: Connection, key_hash: str) -> dict[str, Any] | None:
-    row = conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash)).mappings().first()
+    """The key with this hash. Every API request asks: on PostgreSQL it goes to the driver
+    directly (a fraction of SQLAlchemy's cost per statement), read as the column types read."""
+    if is_postgres(conn):
+        found = fetch_driver(conn, _KEY_BY_HASH, {"key_hash": key_hash})
+        return driver_rows(conn, api_keys, _KEY_COLUMNS, [found])[0] if found else None
+    row = conn.execute(_KEY_BY_HASH, {"key_hash": key_hash}).mappings().first()
     return dict(row) if row else None
 
 

@@ -5,18 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
 from patron.storage.tables import member_milestones, members, qualifications, tier_assignments
 
+#: a member's tier assignments, oldest first (built once: every event with tiers reads them)
+ASSIGNMENTS_OF = (
+    select(tier_assignments)
+    .where(
+        tier_assignments.c.merchant_id == bindparam("merchant_id"),
+        tier_assignments.c.member_id == bindparam("member_id"),
+    )
+    .order_by(tier_assignments.c.starts_at, tier_assignments.c.id)
+)
+
 
 def assignments_of(conn: Connection, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
-    stmt = (
-        select(tier_assignments)
-        .where(tier_assignments.c.merchant_id == merchant_id, tier_assignments.c.member_id == member_id)
-        .order_by(tier_assignments.c.starts_at, tier_assignments.c.id)
-    )
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    params = {"merchant_id": merchant_id, "member_id": member_id}
+    return [dict(r) for r in conn.execute(ASSIGNMENTS_OF, params).mappings()]
 
 
 def insert_assignment(conn: Connection, values: dict[str, Any]) -> None:
@@ -192,5 +198,15 @@ def changes_of(conn: Connection, merchant_id: str, member_id: str) -> list[dict[
 
     stmt = select(tier_changes).where(
         tier_changes.c.merchant_id == merchant_id, tier_changes.c.member_id == member_id
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def members_by_ids(conn: Connection, merchant_id: str, member_ids: list[str]) -> list[dict[str, Any]]:
+    """The members with these ids, in id order."""
+    stmt = (
+        select(members)
+        .where(members.c.merchant_id == merchant_id, members.c.id.in_(member_ids))
+        .order_by(members.c.id)
     )
     return [dict(r) for r in conn.execute(stmt).mappings()]
