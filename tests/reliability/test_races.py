@@ -15,6 +15,7 @@ barrier. Nothing is spent twice, nothing granted is lost, nothing is applied twi
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from patron.api.app import create_app
 from patron.config import Settings
@@ -49,8 +51,27 @@ def wide_engine(db_url: str, engine: Engine) -> Iterator[Engine]:
     """An engine with a connection for each of the 50 writers (the schema is already migrated),
     closed after the test: PostgreSQL's connection slots are shared with everything else."""
     eng = make_engine(db_url, pool_size=WRITERS, max_overflow=2)
+    _open_all(eng, WRITERS)
     yield eng
     eng.dispose()
+
+
+def _open_all(eng: Engine, n: int, patience: float = 120.0) -> None:
+    """Open the pool's ``n`` connections before the race, waiting while the server's connection
+    slots are taken by other work: the race is about row locks, not about connection slots."""
+    held: list[Any] = []
+    deadline = time.monotonic() + patience
+    try:
+        while len(held) < n:
+            try:
+                held.append(eng.connect())
+            except OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        for conn in held:
+            conn.close()  # back to the pool, still open
 
 
 def at_once(n: int, work: Callable[[int], T]) -> list[T | Exception]:
@@ -128,13 +149,13 @@ def _redemption_rounds(engine: Engine, db_url: str, rounds: int, settle_every: i
     assert_books_balance(engine, db_url, m)
 
 
-@pytest.mark.xdist_group("fifty-connections")  # never two of these at once under xdist
+@pytest.mark.exclusive  # 50 connections: run alone (make test), never beside other tests
 def test_fifty_concurrent_redemptions_with_points_for_ten(wide_engine: Engine, db_url: str) -> None:
     _redemption_rounds(wide_engine, db_url, rounds=3)
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("fifty-connections")
+@pytest.mark.exclusive
 def test_a_hundred_rounds_of_fifty_concurrent_redemptions_on_postgresql(
     wide_engine: Engine, db_url: str
 ) -> None:
