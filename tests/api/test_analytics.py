@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
 
 from patron.api.app import create_app
-from patron.api.routes import analytics
 from patron.config import Settings
 from patron.services import events, members, programs
 from patron.services.members import MemberCreate
@@ -90,7 +89,6 @@ def _regulars(conn: Connection, merchant_id: str, program_id: str, count: int, s
 @pytest.fixture(scope="module")
 def analytics_client(engine: Engine, db_url: str) -> Iterator[TestClient]:
     app = create_app(Settings(database_url=db_url), engine=engine)
-    app.include_router(analytics.router, prefix="/v1")
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 

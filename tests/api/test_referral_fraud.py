@@ -7,18 +7,10 @@ from typing import Any
 
 import pytest
 
-from patron.api.routes import referrals as referral_routes
 from patron.domain import referrals as rules
 from tests.conftest import Api, bean_rewards, purchase
 
 MUG = [{"id": "l1", "sku": "MUG", "category": "merch", "quantity": 2, "unit_price": 1500}]  # 30 points
-
-
-@pytest.fixture(autouse=True)
-def _review_routes(app: Any) -> None:
-    """Serve the review routes even where the app does not include them yet."""
-    if not any(getattr(r, "path", "") == "/v1/referrals/{referee_id}/approve" for r in app.routes):
-        app.include_router(referral_routes.router, prefix="/v1")
 
 
 def referral_program(api: Api, **settings: Any) -> str:

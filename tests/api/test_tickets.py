@@ -9,15 +9,7 @@ from typing import Any
 
 import pytest
 
-from patron.api.routes import tickets as ticket_routes
 from tests.conftest import Api, bean_rewards
-
-
-@pytest.fixture(autouse=True)
-def _routes(app: Any) -> None:
-    """Mount the tickets router on the test app if the app factory does not include it yet."""
-    if not any(getattr(r, "path", "") == "/v1/tickets/check-in" for r in app.routes):
-        app.include_router(ticket_routes.router, prefix="/v1")
 
 
 def soon(days: int = 7) -> str:

@@ -9,19 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from patron.api.routes import webhook_endpoints
 from patron.services import outbox, webhooks_out
 from tests.conftest import Api
 from tests.integration.test_outbox import Receiver, receiver, verify
 
 __all__ = ["receiver"]  # the fixture
-
-
-@pytest.fixture(autouse=True)
-def _routes(app: Any) -> None:
-    """Mount the router on the test app if the app factory does not include it yet."""
-    if not any(getattr(r, "path", "") == "/v1/webhook-endpoints" for r in app.routes):
-        app.include_router(webhook_endpoints.router, prefix="/v1")
 
 
 def now() -> datetime:

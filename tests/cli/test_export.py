@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from patron.api.app import create_app
-from patron.api.routes import exports as routes
 from patron.cli.exports import app
 from patron.config import Settings
 from patron.services import exports
@@ -89,11 +88,8 @@ class Cli:
 
 @pytest.fixture(scope="module")
 def export_client(engine: Engine, db_url: str) -> Any:
-    """An app of its own with the export routes, whether or not the shared app has them yet."""
+    """An app of its own for this module."""
     application = create_app(Settings(database_url=db_url), engine=engine)
-    paths = {getattr(route, "path", None) for route in application.routes}
-    if "/v1/programs/{program_id}/exports/members.csv" not in paths:
-        application.include_router(routes.router, prefix="/v1")
     with TestClient(application, raise_server_exceptions=False) as client:
         yield client
 
