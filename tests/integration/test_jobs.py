@@ -153,6 +153,77 @@ def test_inactivity_expires_the_whole_balance_after_n_months_without_activity(en
     )
 
 
+def _expired_events(engine: Engine, merchant_id: str, member_id: str) -> list[dict[str, object]]:
+    from patron.services import outbox
+
+    with engine.begin() as conn:
+        found = outbox.list_events(conn, merchant_id=merchant_id, member_id=member_id, type="points.expired")
+    return sorted(found["data"], key=lambda e: e["sequence"])
+
+
+@pytest.mark.parametrize("policy", ["months", "inactivity"])
+def test_each_expiry_run_announces_points_expired_once_per_member_with_the_balance_after(
+    engine: Engine, policy: str
+) -> None:
+    expiry = {"months": 6} if policy == "months" else {"policy": "inactivity", "months": 6}
+    merchant_id, member_id = shop(engine, expiry=expiry)
+    with engine.begin() as conn:
+        program_id = members.get_member(conn, merchant_id=merchant_id, member_id=member_id)["program_id"]
+        other = members.enrol(
+            conn, merchant_id=merchant_id, data=MemberCreate(program_id=program_id, email="o@example.com")
+        )["id"]
+        for n, at in enumerate(("2025-01-10T09:00:00Z", "2025-02-10T09:00:00Z")):
+            events.record_event(
+                conn, merchant_id=merchant_id, body=purchase(member_id, f"o-{n}", MUG, occurred_at=at)
+            )
+        events.record_event(  # the other member's lot is not due yet (and, for inactivity, they are active)
+            conn,
+            merchant_id=merchant_id,
+            body=purchase(other, "x-1", MUG, occurred_at="2025-08-01T09:00:00Z"),
+        )
+        ledger.adjust(
+            conn,
+            merchant_id=merchant_id,
+            member_id=member_id,
+            points=-3,
+            reason="counter",
+            occurred_at=t("2025-03-01T00:00:00"),
+        )
+    first = run_job(engine, "expire-points", as_of=t("2025-10-01T00:00:00"), merchant_id=merchant_id)
+    assert (first.members, first.lots, first.points) == (1, 2, 17)
+    announced = _expired_events(engine, merchant_id, member_id)
+    assert len(announced) == 1, announced
+    data = announced[0]["data"]
+    after = balances(engine, merchant_id, member_id)
+    assert data == {
+        "points": 17,
+        "lots": 2,
+        "reason": "points expired" if policy == "months" else "no activity for 6 months",
+        "balances": {
+            "available": after.available,
+            "pending": after.pending,
+            "reserved": after.reserved,
+            "debt": after.debt,
+            "lifetime_earned": after.lifetime_earned,
+            "expired": 17,
+            "redeemed": after.redeemed,
+        },
+    }
+    assert after.available == 0
+    # when the last of them expired: o-1's lot six months on, or six months after the last purchase
+    assert announced[0]["occurred_at"].isoformat() == "2025-08-10T09:00:00+00:00"
+    assert _expired_events(engine, merchant_id, other) == []
+    # a second run expires nothing and announces nothing
+    again = run_job(engine, "expire-points", as_of=t("2025-10-01T00:00:00"), merchant_id=merchant_id)
+    assert again.lots == 0 and len(_expired_events(engine, merchant_id, member_id)) == 1
+    # later the other member's lot expires: their own event, numbered in their own stream
+    run_job(engine, "expire-points", as_of=t("2026-06-01T00:00:00"), merchant_id=merchant_id)
+    (theirs,) = _expired_events(engine, merchant_id, other)
+    assert theirs["data"]["points"] == 10 and theirs["data"]["balances"]["expired"] == 10  # type: ignore[index]
+    with engine.begin() as conn:
+        assert ledger.verify(conn, merchant_id=merchant_id) == []
+
+
 def test_end_of_year_and_per_tier_expiry(engine: Engine) -> None:
     expiry = {"policy": "end_of_year", "years": 1, "by_tier": {"gold": {"policy": "never"}}}
     tiers = {

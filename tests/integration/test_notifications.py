@@ -259,6 +259,44 @@ def test_expiry_warning_then_last_chance_once_each(api: Api, engine: Engine, smt
     )
 
 
+def test_expiry_warnings_are_announced_as_points_expiring_to_webhooks_with_or_without_email(
+    api: Api, engine: Engine, smtp: Smtp
+) -> None:
+    t = now() - timedelta(days=1)
+    off = {"welcome": False, "points_earned": False, "monthly_digest": False, "win_back_days": None}
+    program = api.program(bean_rewards(notifications=off))
+    enrolled = (t - timedelta(days=2)).isoformat()
+    ada = api.member(program, email="ada@example.com", enrolled_at=enrolled)
+    bob = api.member(program, external_id="till-only-bob", enrolled_at=enrolled)  # no email on file
+    for who in (ada, bob):
+        buy(api, who, f"{who}-1", 3000, t)
+    expires_at = add_months(t, 12)
+    day = expires_at.date().isoformat()
+
+    def expiring(member: str) -> list[dict[str, Any]]:
+        r = api.get("/v1/outbox-events", params={"member_id": member, "type": "points.expiring"})
+        assert r.status_code == 200, r.text
+        return sorted(r.json()["data"], key=lambda e: e["sequence"])  # the member's stream order
+
+    run(engine, api, expires_at - timedelta(days=31))
+    assert expiring(ada) == expiring(bob) == []  # too early
+    run(engine, api, expires_at - timedelta(days=20))
+    run(engine, api, expires_at - timedelta(days=19))  # the same window: nothing new
+    run(engine, api, expires_at - timedelta(days=5))
+    run(engine, api, expires_at - timedelta(days=5))
+    for who in (ada, bob):
+        got = expiring(who)
+        assert [(e["data"]["points"], e["data"]["expires_on"], e["data"]["last_chance"]) for e in got] == [
+            (30, day, False),
+            (30, day, True),
+        ], got
+        # days left on the program's local calendar (a daylight-saving change may move it by one)
+        assert got[0]["data"]["days"] in (19, 20, 21) and got[1]["data"]["days"] in (4, 5, 6), got
+    assert smtp.inbox.subjects("ada@example.com") == sorted(
+        [f"30 points expire on {day}", f"Last chance: 30 points expire on {day}"]
+    )
+
+
 def test_a_merchant_template_overrides_the_shipped_one(api: Api, engine: Engine, smtp: Smtp) -> None:
     t = now()
     templates = {

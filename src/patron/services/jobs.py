@@ -263,16 +263,18 @@ def _expire_inactive(engine: Engine, *, as_of: datetime, merchant_id: str | None
             for d in due:
                 d["at"] = max(when[d["member_id"]], d["at"])
             move = MOVES["expire-points"]
+            reason, now = f"no activity for {policy.months} months", utcnow()
             repo.move_lots(
                 conn,
                 due,
                 kind=move.kind,
                 prefix=move.prefix,
-                reason=f"no activity for {policy.months} months",
+                reason=reason,
                 source=move.account,
                 target=move.target,
-                now=utcnow(),
+                now=now,
             )
+            repo.announce_expiry(conn, due, prefix=move.prefix, reason=reason, now=now)
             members += len({d["member_id"] for d in due})
             lots += len(due)
             points += sum(int(d["remaining"]) for d in due)

@@ -334,9 +334,12 @@ def _upgrades(
     return out
 
 
-def _expiry(conn: Connection, merchant_id: str, p: _Program, as_of: datetime) -> list[dict[str, Any]]:
+def _expiry(
+    conn: Connection, merchant_id: str, p: _Program, as_of: datetime, *, mailable: bool = True
+) -> list[dict[str, Any]]:
     windows = p.spec.expiry_warning_days
-    rows = repo.expiring(conn, merchant_id, p.id, as_of=as_of, until=as_of + timedelta(days=max(windows)))
+    until = as_of + timedelta(days=max(windows))
+    rows = repo.expiring(conn, merchant_id, p.id, as_of=as_of, until=until, mailable=mailable)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["member_id"], _day(r["expires_at"], p))].append(r)
@@ -392,6 +395,8 @@ def record_due(conn: Connection, *, merchant_id: str, program_id: str, as_of: da
     p = _program(conn, merchant_id, program_id, as_of)
     if not p.spec.enabled:
         return 0, 0
+    if p.spec.expiry_warning_days:
+        _announce_expiring(conn, merchant_id, _expiry(conn, merchant_id, p, as_of, mailable=False), as_of)
     due = due_messages(conn, merchant_id=merchant_id, p=p, as_of=as_of)
     if not due:
         return 0, 0
@@ -432,6 +437,35 @@ def record_due(conn: Connection, *, merchant_id: str, program_id: str, as_of: da
         )
     new = repo.record(conn, rows)
     return len({r["member_id"] for r in rows}), new
+
+
+def _announce_expiring(
+    conn: Connection, merchant_id: str, warnings: list[dict[str, Any]], as_of: datetime
+) -> None:
+    """A ``points.expiring`` business event for each expiry warning window that opened (the
+    warnings of :func:`_expiry`, of every member, with an email or not): once per member, day and
+    window, because its id derives from them and an id already in the outbox is not written again."""
+    from patron.services import outbox
+
+    if not warnings:
+        return
+    found = []
+    for d in warnings:
+        digest = hashlib.md5(f"expiring:{d['member_id']}:{d['key']}".encode(), usedforsecurity=False)
+        data = {
+            "points": d["points"],
+            "expires_on": d["expires_on"],
+            "days": d["days"],
+            "last_chance": d["kind"] == Kind.EXPIRY_LAST_CHANCE,
+        }
+        found.append((f"evt_{digest.hexdigest()[:26]}", d["member_id"], data))
+    new = outbox.missing_ids(conn, merchant_id=merchant_id, ids=[i for i, _, _ in found])
+    outbox.emit_many(
+        conn,
+        merchant_id=merchant_id,
+        events=[(outbox.POINTS_EXPIRING, m, as_of, data) for i, m, data in found if i in new],
+        ids=[i for i, _, _ in found if i in new],
+    )
 
 
 def _prefs(row: dict[str, Any] | None) -> rules.Preferences | None:

@@ -110,7 +110,12 @@ def _plain(value: object) -> object:
 
 
 def _row(
-    merchant_id: str, type: str, member_id: str | None, occurred_at: datetime, data: dict[str, Any]
+    merchant_id: str,
+    type: str,
+    member_id: str | None,
+    occurred_at: datetime,
+    data: dict[str, Any],
+    id: str | None = None,
 ) -> dict[str, Any]:
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown business event type {type!r}")
@@ -121,7 +126,7 @@ def _row(
         raise ValueError(f"event data is {len(body)} bytes; the limit is {MAX_DATA_BYTES}")
     return {
         "merchant_id": merchant_id,
-        "id": new_id("evt"),
+        "id": id or new_id("evt"),
         "type": type,
         "member_id": member_id,
         "stream": member_id or "",
@@ -153,13 +158,25 @@ def emit(
 
 
 def emit_many(
-    conn: Connection, *, merchant_id: str, events: list[tuple[str, str | None, datetime, dict[str, Any]]]
+    conn: Connection,
+    *,
+    merchant_id: str,
+    events: list[tuple[str, str | None, datetime, dict[str, Any]]],
+    ids: list[str] | None = None,
 ) -> list[str]:
     """:func:`emit` for many ``(type, member_id, occurred_at, data)`` of one merchant at once (a
-    job's batch), in a few statements; each member's events keep their list order."""
-    rows = [_row(merchant_id, t, m, at, data) for t, m, at, data in events]
+    job's batch), in a few statements; each member's events keep their list order. ``ids``: the
+    events' own ids (derived from what they announce, so that a job run twice finds them),
+    instead of new ones."""
+    named: list[str | None] = list(ids) if ids is not None else [None] * len(events)
+    rows = [_row(merchant_id, t, m, at, data, i) for (t, m, at, data), i in zip(events, named, strict=True)]
     repo.append_events(conn, rows)
     return [str(r["id"]) for r in rows]
+
+
+def missing_ids(conn: Connection, *, merchant_id: str, ids: list[str]) -> set[str]:
+    """Those of ``ids`` that name no event of the merchant yet."""
+    return set(ids) - repo.existing_event_ids(conn, merchant_id, ids)
 
 
 def event_view(row: dict[str, Any]) -> dict[str, Any]:

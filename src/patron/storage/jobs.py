@@ -164,6 +164,8 @@ def move_due(
     if conn.dialect.name != "postgresql":
         due = due_lots(conn, account=account, due_column=due_column, as_of=as_of, members=members)
         move_lots(conn, due, kind=kind, prefix=prefix, reason=reason, source=account, target=target, now=now)
+        if kind == "expiry":
+            announce_expiry(conn, due, prefix=prefix, reason=reason, now=now)
         return (
             len({(d["merchant_id"], d["member_id"]) for d in due}),
             len(due),
@@ -171,7 +173,10 @@ def move_due(
         )
     if due_column not in ("expires_at", "available_from", "earned_at"):
         raise ValueError(f"not a lot's time: {due_column!r}")
-    sql = text(_MOVE_DUE_SQL.format(due=due_column, src=_BALANCE[account], dst=_BALANCE[target]))
+    announce = _ANNOUNCE_SQL if kind == "expiry" else ""
+    sql = text(
+        _MOVE_DUE_SQL.format(due=due_column, src=_BALANCE[account], dst=_BALANCE[target], announce=announce)
+    )
     by_merchant: dict[str, list[str]] = {}
     for merchant_id, member_id in members:
         by_merchant.setdefault(merchant_id, []).append(member_id)
@@ -232,14 +237,36 @@ WITH batch AS (
     FROM due d CROSS JOIN (VALUES ('a', CAST(:account AS text), -1), ('b', CAST(:target AS text), 1))
          AS s(side, account, sign)
 ), totals AS (
-    SELECT member_id, sum(remaining) AS total FROM due GROUP BY member_id
+    SELECT member_id, sum(remaining) AS total, count(*) AS lots, max(at) AS at, min(name) AS first
+    FROM due GROUP BY member_id
 ), u AS (
     UPDATE member_balances mb SET {src} = mb.{src} - t.total, {dst} = mb.{dst} + t.total
     FROM totals t
     WHERE mb.merchant_id = :merchant AND mb.member_id = t.member_id
-)
+    RETURNING mb.member_id, mb.available, mb.pending, mb.reserved, mb.debt, mb.lifetime_earned,
+              mb.expired, mb.redeemed, t.total, t.lots, t.at, t.first
+){announce}
 SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM due), (SELECT coalesce(sum(total), 0) FROM totals)
 """
+
+#: the ``points.expired`` business event of each member of :data:`_MOVE_DUE_SQL`, in its
+#: statement (the member's next number in their stream; the member is locked), as
+#: :func:`announce_expiry` writes it elsewhere
+_ANNOUNCE_SQL = """, ev AS (
+    INSERT INTO outbox_events (merchant_id, id, type, member_id, stream, seq, occurred_at, created_at, data)
+    SELECT :merchant, 'evt_' || substr(md5('expired:' || u.first), 1, 26), 'points.expired', u.member_id,
+           u.member_id,
+           coalesce((SELECT max(o.seq) FROM outbox_events o
+                     WHERE o.merchant_id = :merchant AND o.stream = u.member_id), 0) + 1,
+           u.at, :now,
+           json_build_object(
+               'points', u.total, 'lots', u.lots, 'reason', CAST(:reason AS text),
+               'balances', json_build_object(
+                   'available', u.available, 'pending', u.pending, 'reserved', u.reserved,
+                   'debt', u.debt, 'lifetime_earned', u.lifetime_earned, 'expired', u.expired,
+                   'redeemed', u.redeemed))
+    FROM u
+)"""
 
 
 def move_lots(
@@ -308,6 +335,58 @@ def move_lots(
         [{"m": m, "mem": mem, "x": x} for (m, mem), x in totals.items()],
     )
 
+
+def announce_expiry(
+    conn: Connection, due: list[dict[str, Any]], *, prefix: str, reason: str, now: datetime
+) -> None:
+    """A ``points.expired`` business event for each member of ``due`` (lots just expired by
+    :func:`move_lots`; the members are locked): the points and lots, the latest expiry time and
+    the balances after it. The event id derives from the member's first expiry journal, as
+    :data:`_ANNOUNCE_SQL` derives it."""
+    from patron.storage.outbox import append_events
+
+    if not due:
+        return
+    per: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in due:
+        key = (d["merchant_id"], d["member_id"])
+        name = _name(prefix, d["lot_id"], int(d.get("moves", 0)))
+        seen = per.setdefault(key, {"points": 0, "lots": 0, "at": d["at"], "first": name})
+        seen["points"] += int(d["remaining"])
+        seen["lots"] += 1
+        seen["at"], seen["first"] = max(seen["at"], d["at"]), min(seen["first"], name)
+    cols = [member_balances.c[c] for c in _BALANCE_FIELDS]
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for (merchant_id, member_id), seen in per.items():
+        balance = conn.execute(
+            select(*cols).where(
+                member_balances.c.merchant_id == merchant_id, member_balances.c.member_id == member_id
+            )
+        ).one()
+        digest = hashlib.md5(f"expired:{seen['first']}".encode(), usedforsecurity=False).hexdigest()
+        rows.setdefault(merchant_id, []).append(
+            {
+                "merchant_id": merchant_id,
+                "id": f"evt_{digest[:26]}",
+                "type": "points.expired",
+                "member_id": member_id,
+                "stream": member_id,
+                "occurred_at": seen["at"],
+                "created_at": now,
+                "data": {
+                    "points": seen["points"],
+                    "lots": seen["lots"],
+                    "reason": reason,
+                    "balances": {c: int(v) for c, v in zip(_BALANCE_FIELDS, balance, strict=True)},
+                },
+                "fanned_out_at": None,
+            }
+        )
+    for merchant_rows in rows.values():
+        append_events(conn, merchant_rows)
+
+
+_BALANCE_FIELDS = ("available", "pending", "reserved", "debt", "lifetime_earned", "expired", "redeemed")
 
 #: the balance cache's column for each account a job moves points between
 _BALANCE = {"available": "available", "pending": "pending", "program:expired": "expired"}

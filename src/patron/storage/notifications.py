@@ -180,15 +180,16 @@ def put_preferences(
 # What is due -------------------------------------------------------------------------------
 
 
-def _reachable(stmt: Select[Any], merchant_id: str, program_id: str) -> Select[Any]:
-    """Members of the program who can be mailed: an email, not closed, not erased."""
-    return stmt.where(
+def _reachable(stmt: Select[Any], merchant_id: str, program_id: str, *, mailable: bool = True) -> Select[Any]:
+    """Members of the program who can be mailed: an email, not closed, not erased (without
+    ``mailable``, the email is not needed)."""
+    stmt = stmt.where(
         members.c.merchant_id == merchant_id,
         members.c.program_id == program_id,
-        members.c.email.is_not(None),
         members.c.erased_at.is_(None),
         members.c.status != "closed",
     )
+    return stmt.where(members.c.email.is_not(None)) if mailable else stmt
 
 
 def _join_member(table: Table) -> Any:
@@ -324,10 +325,17 @@ def rewards_issued(
 
 
 def expiring(
-    conn: Connection, merchant_id: str, program_id: str, *, as_of: datetime, until: datetime
+    conn: Connection,
+    merchant_id: str,
+    program_id: str,
+    *,
+    as_of: datetime,
+    until: datetime,
+    mailable: bool = True,
 ) -> list[dict[str, Any]]:
     """Per member and lot expiry time: available points (postings up to ``as_of``) of lots that
-    expire in ``(as_of, until]``."""
+    expire in ``(as_of, until]``; of members who can be mailed, or (``mailable=False``) of every
+    member not closed or erased."""
     remaining = func.sum(postings.c.amount)
     stmt = (
         select(*MEMBER, lots.c.expires_at, remaining.label("points"))
@@ -351,7 +359,7 @@ def expiring(
         .group_by(members.c.id, members.c.email, members.c.name, lots.c.id, lots.c.expires_at)
         .having(remaining > 0)
     )
-    return _rows(conn, _reachable(stmt, merchant_id, program_id))
+    return _rows(conn, _reachable(stmt, merchant_id, program_id, mailable=mailable))
 
 
 def with_balance(

@@ -268,6 +268,19 @@ def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     saved.commit()
 
 
+def existing_event_ids(conn: Connection, merchant_id: str, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(ids), 1000):
+        found.update(
+            conn.execute(
+                select(outbox_events.c.id).where(
+                    outbox_events.c.merchant_id == merchant_id, outbox_events.c.id.in_(ids[i : i + 1000])
+                )
+            ).scalars()
+        )
+    return found
+
+
 def get_event(conn: Connection, merchant_id: str, event_id: str) -> dict[str, Any] | None:
     row = conn.execute(
         select(outbox_events).where(
