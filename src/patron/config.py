@@ -13,6 +13,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./patron.db"
     max_body_bytes: int = 1_048_576
     public_url: str = "http://127.0.0.1:8000"
+    #: days business events and delivered webhooks are kept (the prune-outbox job); 0: for ever
+    outbox_retention_days: int = 90
 
 
 @lru_cache

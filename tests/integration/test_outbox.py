@@ -489,6 +489,78 @@ def test_replay_sends_a_delivered_event_again(engine: Engine, merchant: str, rec
     assert len(count) == 3
 
 
+# --- retention ----------------------------------------------------------------------------------
+
+
+def _left(engine: Engine, merchant: str) -> tuple[list[tuple[str, int]], int, int]:
+    from patron.storage.outbox import outbound_deliveries
+
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(outbox_events.c.stream, outbox_events.c.seq)
+            .where(outbox_events.c.merchant_id == merchant)
+            .order_by(outbox_events.c.stream, outbox_events.c.seq)
+        ).all()
+        deliveries = conn.execute(
+            select(outbound_deliveries.c.id).where(outbound_deliveries.c.merchant_id == merchant)
+        ).all()
+        attempts = conn.execute(
+            select(outbound_attempts.c.id).where(outbound_attempts.c.merchant_id == merchant)
+        ).all()
+    return [(str(s), int(q)) for s, q in events], len(deliveries), len(attempts)
+
+
+def test_retention_prunes_old_delivered_history_but_keeps_what_is_pending_and_each_streams_last(
+    engine: Engine, merchant: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patron.services.jobs import run_job
+
+    endpoint(engine, merchant, receiver.url("ok"), [outbox.POINTS_EARNED])
+    down = endpoint(engine, merchant, receiver.url("down"), [outbox.MEMBER_UPDATED])
+    receiver.script["/down"] = [(500, 0.0)] * 5
+    for _ in range(3):
+        emit(engine, merchant, "mem_a")  # delivered to "ok"
+    stuck = emit(engine, merchant, "mem_b", outbox.MEMBER_UPDATED)  # "down" keeps failing: pending
+    emit(engine, merchant, "mem_b", outbox.REWARD_ISSUED)  # no endpoint wants it
+    emit(engine, merchant, None, outbox.MEMBER_ENROLLED)  # an event of no member
+    webhooks_out.dispatch(engine, merchant_id=merchant, now=T0)
+    assert _left(engine, merchant) == (
+        [("", 1), ("mem_a", 1), ("mem_a", 2), ("mem_a", 3), ("mem_b", 1), ("mem_b", 2)],
+        4,
+        4,
+    )
+    soon = datetime.now(UTC) + timedelta(days=30)
+    assert run_job(engine, "prune-outbox", as_of=soon, merchant_id=merchant).lots == 0  # within 90 days
+    assert len(_left(engine, merchant)[0]) == 6
+
+    later = datetime.now(UTC) + timedelta(days=91)
+    done = run_job(engine, "prune-outbox", as_of=later, merchant_id=merchant)
+    assert (done.lots, done.points, done.members) == (2, 3, 3)
+    # mem_a keeps only its last; mem_b's first is still being delivered; the lone ones are last
+    assert _left(engine, merchant) == ([("", 1), ("mem_a", 3), ("mem_b", 1), ("mem_b", 2)], 1, 1)
+    with engine.begin() as conn:
+        pending = webhooks_out.deliveries(conn, merchant_id=merchant, endpoint_id=down["id"], limit=10)
+    assert [(d["event_id"], d["status"]) for d in pending["data"]] == [(stuck, "pending")]
+    again = run_job(engine, "prune-outbox", as_of=later, merchant_id=merchant)
+    assert (again.lots, again.points) == (0, 0)
+    # numbering goes on after what was kept
+    emit(engine, merchant, "mem_a")
+    assert _left(engine, merchant)[0][2] == ("mem_a", 4)
+
+    monkeypatch.setenv("PATRON_OUTBOX_RETENTION_DAYS", "0")  # keep for ever
+    from patron.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        far = datetime.now(UTC) + timedelta(days=3650)
+        webhooks_out.dispatch(engine, merchant_id=merchant, now=far)  # mem_a's 4th delivered
+        assert run_job(engine, "prune-outbox", as_of=far, merchant_id=merchant).lots == 0
+    finally:
+        monkeypatch.delenv("PATRON_OUTBOX_RETENTION_DAYS")
+        get_settings.cache_clear()
+    assert run_job(engine, "prune-outbox", as_of=far, merchant_id=merchant).lots == 1  # mem_a's 3rd
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 PATRON = str(Path(sys.executable).parent / "patron")

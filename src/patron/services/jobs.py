@@ -63,6 +63,7 @@ JOBS = (
     "dividends",
     "memberships",
     "segments",
+    "prune-outbox",
 )
 
 #: What each job's counts mean, for people: (members, lots, points) of its JobResult.
@@ -77,12 +78,14 @@ SUMMARIES = {
     "dividends": "{members:,} members paid dividends totalling {points:,} (minor units of money)",
     "memberships": "{lots:,} state changes in {members:,} memberships",
     "segments": "{points:,} members in segments across {members:,} programs, {lots:,} of them moved",
+    "prune-outbox": "{lots:,} business events and {points:,} delivered webhooks ({members:,} attempts) "
+    "past the retention removed",
 }
 
 
 #: Jobs the worker runs once a day (as of midnight UTC), not every round: a second run for the
 #: same day changes nothing, so the at-risk list is scored daily rather than every minute.
-DAILY = frozenset({"at-risk", "dividends", "segments"})
+DAILY = frozenset({"at-risk", "dividends", "segments", "prune-outbox"})
 
 
 def scheduled_time(name: str, now: datetime) -> datetime:
@@ -185,6 +188,15 @@ def _dispatch(
 
         members, newly_at_risk = run_at_risk(engine, as_of=as_of, merchant_id=merchant_id, progress=progress)
         return JobResult(name, as_of, members, newly_at_risk, 0)
+    if name == "prune-outbox":
+        from patron.config import get_settings
+        from patron.services.outbox import prune
+
+        days = get_settings().outbox_retention_days
+        events, deliveries, attempts = prune(
+            engine, as_of=as_of, days=days, merchant_id=merchant_id, progress=progress
+        )
+        return JobResult(name, as_of, attempts, events, deliveries)
     if name == "notifications":
         from patron.services.notifications import run_notifications
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Final
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from patron.domain.errors import InvalidInput, NotFound
 from patron.services.clock import utcnow
@@ -245,3 +246,47 @@ def list_events(
     rows = repo.events_page(conn, merchant_id, member_id=member_id, type=type, limit=limit, before=before)
     rows, next_cursor = page(rows, limit)
     return {"data": [event_view(r) for r in rows], "next_cursor": next_cursor, "has_more": bool(next_cursor)}
+
+
+#: Rows per transaction of the retention job.
+PRUNE_BATCH = 2000
+
+
+def prune(
+    engine: Engine,
+    *,
+    as_of: datetime,
+    days: int,
+    merchant_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, int, int]:
+    """The retention of the outbox and the webhook delivery log: delivered deliveries (with their
+    attempts) and fanned-out business events older than ``days`` at ``as_of`` are deleted, in
+    batches of one transaction each. Kept whatever their age: deliveries still pending, the
+    events they deliver, events not fanned out yet, and each member's latest event (it carries
+    their stream's last number). ``days`` 0 keeps everything. (events, deliveries, attempts)."""
+    if days < 0:
+        raise InvalidInput("the retention is a number of days, 0 or more", field="days")
+    if days == 0:
+        return 0, 0, 0
+    cutoff = as_of - timedelta(days=days)
+    deliveries = attempts = events = 0
+    while True:
+        with engine.begin() as conn:
+            done, tried = repo.prune_deliveries(
+                conn, cutoff=cutoff, merchant_id=merchant_id, limit=PRUNE_BATCH
+            )
+        deliveries, attempts = deliveries + done, attempts + tried
+        if progress and done:
+            progress(done)
+        if done < PRUNE_BATCH:
+            break
+    while True:
+        with engine.begin() as conn:
+            done = repo.prune_events(conn, cutoff=cutoff, merchant_id=merchant_id, limit=PRUNE_BATCH)
+        events += done
+        if progress and done:
+            progress(done)
+        if done < PRUNE_BATCH:
+            break
+    return events, deliveries, attempts

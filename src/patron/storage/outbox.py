@@ -570,3 +570,48 @@ def attempts_of(conn: Connection, merchant_id: str, delivery_ids: Sequence[str])
         .order_by(a.delivery_id, a.attempt)
     )
     return [dict(r._mapping) for r in conn.execute(q)]
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def prune_deliveries(
+    conn: Connection, *, cutoff: datetime, merchant_id: str | None, limit: int
+) -> tuple[int, int]:
+    """Delete up to ``limit`` delivered deliveries made before ``cutoff``, with their attempts:
+    (deliveries, attempts). Pending ones (still being retried, or waiting for a disabled
+    endpoint to come back) are kept whatever their age."""
+    d = outbound_deliveries
+    old = select(d.c.merchant_id, d.c.id).where(d.c.status == "delivered", d.c.created_at < cutoff)
+    if merchant_id is not None:
+        old = old.where(d.c.merchant_id == merchant_id)
+    keys = [tuple(r) for r in conn.execute(old.order_by(d.c.merchant_id, d.c.id).limit(limit))]
+    if not keys:
+        return 0, 0
+    a = outbound_attempts
+    attempts = conn.execute(delete(a).where(tuple_(a.c.merchant_id, a.c.delivery_id).in_(keys))).rowcount
+    conn.execute(delete(d).where(tuple_(d.c.merchant_id, d.c.id).in_(keys)))
+    return len(keys), int(attempts or 0)
+
+
+def prune_events(conn: Connection, *, cutoff: datetime, merchant_id: str | None, limit: int) -> int:
+    """Delete up to ``limit`` business events written before ``cutoff`` that are fanned out, have
+    no delivery left in the log and are not the latest of their stream: the latest stays, so a
+    member's next event is numbered after it, never from 1 again. The number deleted."""
+    e = outbox_events
+    newer = aliased(e)
+    d = outbound_deliveries
+    old = select(e.c.merchant_id, e.c.id).where(
+        e.c.fanned_out_at.is_not(None),
+        e.c.created_at < cutoff,
+        exists().where(
+            newer.c.merchant_id == e.c.merchant_id, newer.c.stream == e.c.stream, newer.c.seq > e.c.seq
+        ),
+        ~exists().where(d.c.merchant_id == e.c.merchant_id, d.c.event_id == e.c.id),
+    )
+    if merchant_id is not None:
+        old = old.where(e.c.merchant_id == merchant_id)
+    keys = [tuple(r) for r in conn.execute(old.limit(limit))]
+    if keys:
+        conn.execute(delete(e).where(tuple_(e.c.merchant_id, e.c.id).in_(keys)))
+    return len(keys)
