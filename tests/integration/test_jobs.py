@@ -153,6 +153,40 @@ def test_inactivity_expires_the_whole_balance_after_n_months_without_activity(en
     )
 
 
+def test_a_purchase_that_commits_while_the_inactivity_run_starts_keeps_the_members_points(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patron.storage import jobs as jobs_repo
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's run holds the one writer's lock from the start of its transaction")
+    merchant_id, member_id = shop(engine, expiry={"policy": "inactivity", "months": 6})
+    with engine.begin() as conn:
+        events.record_event(
+            conn,
+            merchant_id=merchant_id,
+            body=purchase(member_id, "o-1", MUG, occurred_at="2025-01-10T09:00:00Z"),
+        )
+    real_lock = jobs_repo.lock_members
+
+    def purchase_first(conn, pairs):  # type: ignore[no-untyped-def]
+        # the member buys again after the run found them inactive and before it locks them
+        with engine.begin() as other:
+            events.record_event(
+                other,
+                merchant_id=merchant_id,
+                body=purchase(member_id, "o-2", MUG, occurred_at="2025-09-15T09:00:00Z"),
+            )
+        monkeypatch.setattr(jobs_repo, "lock_members", real_lock)
+        real_lock(conn, pairs)
+
+    monkeypatch.setattr(jobs_repo, "lock_members", purchase_first)
+    result = run_job(engine, "expire-points", as_of=t("2025-10-01T00:00:00"), merchant_id=merchant_id)
+    assert (result.lots, result.points) == (0, 0)
+    assert balances(engine, merchant_id, member_id).available == 20  # both purchases' points kept
+    assert _expired_events(engine, merchant_id, member_id) == []
+
+
 def _expired_events(engine: Engine, merchant_id: str, member_id: str) -> list[dict[str, object]]:
     from patron.services import outbox
 

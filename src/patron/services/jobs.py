@@ -263,30 +263,41 @@ def _expire_inactive(engine: Engine, *, as_of: datetime, merchant_id: str | None
             policy = program.expiry
             if policy is None or policy.policy != "inactivity" or not policy.months:
                 continue
-            found = repo.inactive_members(
-                conn, merchant_id=m, program_id=program_id, cutoff=add_months(as_of, -policy.months)
-            )
-            if not found:
-                continue
-            pairs = [(m, member_id) for member_id, _ in found]
-            repo.lock_members(conn, pairs)
-            due = repo.due_lots(conn, account="available", due_column="earned_at", as_of=as_of, members=pairs)
-            when = {member_id: add_months(last, policy.months) for member_id, last in found}
-            for d in due:
-                d["at"] = max(when[d["member_id"]], d["at"])
-            move = MOVES["expire-points"]
-            reason, now = f"no activity for {policy.months} months", utcnow()
-            repo.move_lots(
-                conn,
-                due,
-                kind=move.kind,
-                prefix=move.prefix,
-                reason=reason,
-                source=move.account,
-                target=move.target,
-                now=now,
-            )
-            repo.announce_expiry(conn, due, prefix=move.prefix, reason=reason, now=now)
+            cutoff = add_months(as_of, -policy.months)
+            candidates = [
+                member_id
+                for member_id, _ in repo.inactive_members(
+                    conn, merchant_id=m, program_id=program_id, cutoff=cutoff
+                )
+            ]
+        reason = f"no activity for {policy.months} months"
+        for i in range(0, len(candidates), BATCH):  # a transaction per batch of members
+            with engine.begin() as conn:
+                chunk = candidates[i : i + BATCH]
+                repo.lock_members(conn, [(m, member_id) for member_id in chunk])
+                # asked again under the lock: a purchase that committed meanwhile keeps its member's points
+                found = repo.inactive_members(
+                    conn, merchant_id=m, program_id=program_id, cutoff=cutoff, among=chunk
+                )
+                pairs = [(m, member_id) for member_id, _ in found]
+                due = repo.due_lots(
+                    conn, account="available", due_column="earned_at", as_of=as_of, members=pairs
+                )
+                when = {member_id: add_months(last, policy.months) for member_id, last in found}
+                for d in due:
+                    d["at"] = max(when[d["member_id"]], d["at"])
+                move, now = MOVES["expire-points"], utcnow()
+                repo.move_lots(
+                    conn,
+                    due,
+                    kind=move.kind,
+                    prefix=move.prefix,
+                    reason=reason,
+                    source=move.account,
+                    target=move.target,
+                    now=now,
+                )
+                repo.announce_expiry(conn, due, prefix=move.prefix, reason=reason, now=now)
             members += len({d["member_id"] for d in due})
             lots += len(due)
             points += sum(int(d["remaining"]) for d in due)

@@ -400,9 +400,15 @@ def _name(prefix: str, lot_id: str, moves: int) -> str:
 
 
 def inactive_members(
-    conn: Connection, *, merchant_id: str, program_id: str, cutoff: datetime
+    conn: Connection,
+    *,
+    merchant_id: str,
+    program_id: str,
+    cutoff: datetime,
+    among: list[str] | None = None,
 ) -> list[tuple[str, datetime]]:
-    """Members of a program with available points whose last activity is at or before ``cutoff``."""
+    """Members of a program (``among`` these, if given) with available points whose last
+    activity is at or before ``cutoff``, in member id order, with that last activity."""
     from patron.storage.tables import events, members
 
     last = (
@@ -434,6 +440,8 @@ def inactive_members(
         )
         .order_by(members.c.id)
     )
+    if among is not None:
+        stmt = stmt.where(_among(conn, members.c.id, among))
     return [(str(m), at) for m, at in conn.execute(stmt)]
 
 
