@@ -242,6 +242,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"| import | | | | | {i['rows']:,} rows in {i['seconds']} s ({i['rows_per_s']:,.0f} rows/s), "
             f"peak RSS {i['peak_rss_mib']} MiB | | 1M rows at that rate: {i['projected_1m_s']:,} s |"
         )
+        if "postgres" in i:
+            g = i["postgres"]
+            lines.append(
+                f"| import (PostgreSQL) | | | | | {g['rows']:,} rows in {g['seconds']} s "
+                f"({g['rows_per_s']:,.0f} rows/s), peak RSS {g['peak_rss_mib']} MiB | | "
+                f"1M rows at that rate: {g['projected_1m_s']:,} s |"
+            )
     a = results.get("analytics", {}).get("postgres")
     if a:
         ms = a["reports_ms"]
@@ -396,7 +403,8 @@ def main() -> None:
 
         results["clv"] = suite_extra.clv(size["clv_customers"])
         save()
-        results["import"] = suite_extra.import_rows(size["import_rows"])
+        reset_postgres(url)
+        results["import"] = suite_extra.import_rows(size["import_rows"], url)
 
     step("ingest", ingest)
     step("http_earn", http_earn)

@@ -160,7 +160,10 @@ assert s.imported == int(sys.argv[3]) and not bad, (s, bad[:3])
 """
 
 
-def import_rows(rows: int) -> dict[str, Any]:
+def import_rows(rows: int, pg_url: str | None = None) -> dict[str, Any]:
+    """The import into a fresh SQLite file, and into PostgreSQL (its ``public`` schema reset by the
+    caller) when ``pg_url`` is given; the SQLite figures at the top level, PostgreSQL's under
+    ``"postgres"``."""
     path = TMP / f"transactions-{rows}.csv"
     with path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -169,16 +172,24 @@ def import_rows(rows: int) -> dict[str, Any]:
             day = f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}"
             w.writerow([f"cust{i // 10}", day, f"{5 + i % 90}.{i % 100:02d}", "USD", f"order-{i}", "shop"])
     db = TMP / f"import-{rows}.db"
-    _, peak, out = child([sys.executable, "-c", IMPORT, f"sqlite:///{db}", str(path), str(rows)])
+    db.unlink(missing_ok=True)
+    out = _import_into(f"sqlite:///{db}", "sqlite (file)", path, rows)
+    if pg_url is not None:
+        out["postgres"] = _import_into(pg_url, "postgresql", path, rows)
+    return out
+
+
+def _import_into(url: str, label: str, path: Any, rows: int) -> dict[str, Any]:
+    _, peak, out = child([sys.executable, "-c", IMPORT, url, str(path), str(rows)])
     words = out.split()
     took = float(words[words.index("elapsed") + 1])  # the import alone, not start-up and migration
     log(
-        f"import: {rows:,} CSV rows into SQLite in {took:.1f} s ({rows / took:,.0f} rows/s), "
+        f"import: {rows:,} CSV rows into {label} in {took:.1f} s ({rows / took:,.0f} rows/s), "
         f"peak RSS {peak} MiB"
     )
     return {
         "rows": rows,
-        "database": "sqlite (file)",
+        "database": label,
         "seconds": round(took, 1),
         "rows_per_s": round(rows / took, 1),
         "peak_rss_mib": peak,

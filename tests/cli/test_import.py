@@ -267,3 +267,59 @@ def test_rows_stream_in_batches_on_every_backend(engine: Engine) -> None:
         found = find(conn, merchant_id=merchant["id"], external_id="s3")
         view = member_view(conn, merchant_id=merchant["id"], member=found[0])
     assert view["points"]["available"] == sum(n + 1 for n in range(3, 25, 4) if n != 7)
+
+
+def test_new_customers_are_enrolled_as_one_at_a_time_would_and_announced_first(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patron.domain.identity import luhn_digit
+    from patron.services import members, outbox
+    from patron.storage import ingest as ingest_repo
+
+    with engine.begin() as conn:
+        merchant, _ = create_merchant(conn, name="Bulk Enrol")
+        program = create_program(conn, merchant_id=merchant["id"], body=bean_rewards())["id"]
+        # one customer is enrolled by another hand after the import looked them up: the bulk
+        # enrolment meets their external id and falls back to one at a time
+        members.enrol(
+            conn,
+            merchant_id=merchant["id"],
+            data=members.MemberCreate(program_id=program, external_id="b-taken"),
+        )
+    rows = [
+        {
+            "external_id": f"b-{n % 30}",
+            "occurred_at": f"2026-03-{1 + n % 28:02d}",
+            "amount": "12.00",
+            "currency": "USD",
+        }
+        for n in range(90)
+    ] + [{"external_id": "b-taken", "occurred_at": "2026-03-05", "amount": "3.00", "currency": "USD"}]
+    lookup, calls = ingest_repo.members_by_external_id, []
+
+    def not_yet(conn, merchant_id, program_id, external_ids):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        found = lookup(conn, merchant_id, program_id, external_ids)
+        return {k: v for k, v in found.items() if k != "b-taken"} if len(calls) == 1 else found
+
+    monkeypatch.setattr(ingest_repo, "members_by_external_id", not_yet)
+    rejected: list[imports.Rejected] = []
+    summary = imports.import_transactions(
+        engine, merchant_id=merchant["id"], program_id=program, rows=rows, on_rejected=rejected.append
+    )
+    assert summary.as_dict() == {"read": 91, "imported": 91, "skipped": 0, "rejected": 0}, rejected
+    assert len(calls) > 1  # the fallback asked again who "b-taken" is
+    with engine.begin() as conn:
+        people = [find(conn, merchant_id=merchant["id"], external_id=f"b-{n}")[0] for n in range(30)]
+        cards = [p["card_number"] for p in people]
+        codes = [p["referral_code"] for p in people]
+        assert len(set(cards)) == len(set(codes)) == 30
+        assert all(c.startswith("8") and len(c) == 16 and luhn_digit(c[:-1]) == c[-1] for c in cards)
+        for n, p in enumerate(people):
+            assert p["enrolled_at"].date().isoformat() == f"2026-03-{1 + n % 28:02d}"  # their first purchase
+            assert member_view(conn, merchant_id=merchant["id"], member=p)["points"]["available"] == 36
+            stream = outbox.list_events(conn, merchant_id=merchant["id"], member_id=p["id"])["data"]
+            first = min(stream, key=lambda e: e["sequence"])
+            assert (first["type"], first["sequence"]) == ("member.enrolled", 1)
+            assert first["data"] == members.outbox_member(p)
+            assert sorted(e["type"] for e in stream) == ["member.enrolled"] + ["points.earned"] * 3

@@ -202,9 +202,10 @@ def _members_of(
     rejected: list[Rejected],
 ) -> dict[str, str]:
     """Member ids by external id: found in one query, or enrolled (at the time of the member's
-    first row) each in its own savepoint, in external-id order so that two imports enrolling the
-    same people queue on the unique key rather than deadlock; rows of a member who cannot be
-    enrolled are rejected."""
+    first row) all at once, in external-id order so that two imports enrolling the same people
+    queue on the unique key rather than deadlock. If that fails (a member enrolled by another
+    import meanwhile, an external id the rules refuse), each is enrolled in its own savepoint
+    instead and the rows of a member who cannot be enrolled are rejected."""
     found = ingest_repo.members_by_external_id(
         conn, program.merchant_id, program.id, {external_id for _, _, external_id, _, _ in todo}
     )
@@ -214,7 +215,21 @@ def _members_of(
         if external_id not in known:
             first.setdefault(external_id, occurred_at)
     failed: dict[str, str] = {}
-    for external_id in sorted(first):
+    new = sorted(first)
+    try:  # all at once; if anything is in the way, one at a time as below says why
+        with savepoint(conn):
+            known.update(
+                members.enrol_many(
+                    conn,
+                    merchant_id=program.merchant_id,
+                    program_id=program.id,
+                    people=[(external_id, first[external_id]) for external_id in new],
+                )
+            )
+        new = []
+    except (PatronError, IntegrityError):
+        pass
+    for external_id in new:
         data = MemberCreate(program_id=program.id, external_id=external_id, enrolled_at=first[external_id])
         try:
             with savepoint(conn):

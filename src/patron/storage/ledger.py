@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Connection, and_, bindparam, case, func, insert, or_, select, update
 
 from patron.domain.ledger import Account, Balances, Journal, Lot, balances_from_postings
-from patron.storage.db import execute_driver, insert_rows, is_postgres
+from patron.storage.db import execute_driver, insert_many, insert_rows, is_postgres
 from patron.storage.ids import new_id
 from patron.storage.tables import journals, lots, member_balances, postings
 
@@ -49,6 +49,14 @@ def create_balances(conn: Connection, merchant_id: str, member_id: str) -> None:
     conn.execute(
         insert(member_balances),
         dict(merchant_id=merchant_id, member_id=member_id, **dict.fromkeys(BALANCE_COLUMNS, 0)),
+    )
+
+
+def create_balances_many(conn: Connection, merchant_id: str, member_ids: list[str]) -> None:
+    insert_many(
+        conn,
+        member_balances,
+        [dict(merchant_id=merchant_id, member_id=m, **dict.fromkeys(BALANCE_COLUMNS, 0)) for m in member_ids],
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from patron.storage.db import insert_many
 from patron.storage.tables import members
 
 LOOKUPS = ("email_key", "phone", "card_number", "external_id", "referral_code")
@@ -13,6 +14,27 @@ LOOKUPS = ("email_key", "phone", "card_number", "external_id", "referral_code")
 
 def insert_member(conn: Connection, **values: Any) -> None:
     conn.execute(insert(members), values)
+
+
+def insert_members(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Many members at once (one COPY on PostgreSQL); a unique key taken raises ``IntegrityError``."""
+    insert_many(conn, members, rows)
+
+
+def taken(conn: Connection, merchant_id: str, column: str, values: list[str]) -> set[str]:
+    """Those of ``values`` the merchant's members already have in ``column`` (card numbers,
+    referral codes: unique per merchant)."""
+    found: set[str] = set()
+    for i in range(0, len(values), 1000):
+        found.update(
+            str(v)
+            for v in conn.execute(
+                select(members.c[column]).where(
+                    members.c.merchant_id == merchant_id, members.c[column].in_(values[i : i + 1000])
+                )
+            ).scalars()
+        )
+    return found
 
 
 def get_member(conn: Connection, merchant_id: str, member_id: str) -> dict[str, Any] | None:
