@@ -297,7 +297,7 @@ def _expire_inactive(engine: Engine, *, as_of: datetime, merchant_id: str | None
                     target=move.target,
                     now=now,
                 )
-                repo.announce_expiry(conn, due, prefix=move.prefix, reason=reason, now=now)
+                repo.announce_expiry(conn, due, reason=reason, now=now)
             members += len({d["member_id"] for d in due})
             lots += len(due)
             points += sum(int(d["remaining"]) for d in due)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, literal, select, text, tuple_, update
 
+from patron.storage.ids import Ids, new_id
 from patron.storage.tables import journals, lots, member_balances, postings
 
 
@@ -165,7 +166,7 @@ def move_due(
         due = due_lots(conn, account=account, due_column=due_column, as_of=as_of, members=members)
         move_lots(conn, due, kind=kind, prefix=prefix, reason=reason, source=account, target=target, now=now)
         if kind == "expiry":
-            announce_expiry(conn, due, prefix=prefix, reason=reason, now=now)
+            announce_expiry(conn, due, reason=reason, now=now)
         return (
             len({(d["merchant_id"], d["member_id"]) for d in due}),
             len(due),
@@ -181,6 +182,7 @@ def move_due(
     for merchant_id, member_id in members:
         by_merchant.setdefault(merchant_id, []).append(member_id)
     moved = [0, 0, 0]
+    make = Ids()
     for merchant_id, ids in by_merchant.items():
         row = conn.execute(
             sql,
@@ -195,6 +197,7 @@ def move_due(
                 "prefix": prefix,
                 "reason": reason,
                 "now": now,
+                "events": _SEP.join(map(make, ["evt"] * len(ids))) if announce else "",  # one a member
             },
         ).one()
         moved = [moved[i] + int(row[i]) for i in range(3)]
@@ -237,35 +240,36 @@ WITH batch AS (
     FROM due d CROSS JOIN (VALUES ('a', CAST(:account AS text), -1), ('b', CAST(:target AS text), 1))
          AS s(side, account, sign)
 ), totals AS (
-    SELECT member_id, sum(remaining) AS total, count(*) AS lots, max(at) AS at, min(name) AS first
+    SELECT member_id, sum(remaining) AS total, count(*) AS lots, max(at) AS at
     FROM due GROUP BY member_id
 ), u AS (
     UPDATE member_balances mb SET {src} = mb.{src} - t.total, {dst} = mb.{dst} + t.total
     FROM totals t
     WHERE mb.merchant_id = :merchant AND mb.member_id = t.member_id
     RETURNING mb.member_id, mb.available, mb.pending, mb.reserved, mb.debt, mb.lifetime_earned,
-              mb.expired, mb.redeemed, t.total, t.lots, t.at, t.first
+              mb.expired, mb.redeemed, t.total, t.lots, t.at
 ){announce}
 SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM due), (SELECT coalesce(sum(total), 0) FROM totals)
 """
 
 #: the ``points.expired`` business event of each member of :data:`_MOVE_DUE_SQL`, in its
-#: statement (the member's next number in their stream; the member is locked), as
-#: :func:`announce_expiry` writes it elsewhere
+#: statement (the member's next number in their stream; the member is locked; the ids made in
+#: Python, one a member of the batch, time-ordered as every id), as :func:`announce_expiry`
+#: writes it elsewhere
 _ANNOUNCE_SQL = """, ev AS (
     INSERT INTO outbox_events (merchant_id, id, type, member_id, stream, seq, occurred_at, created_at, data)
-    SELECT :merchant, 'evt_' || substr(md5('expired:' || u.first), 1, 26), 'points.expired', u.member_id,
-           u.member_id,
+    SELECT :merchant, n.id, 'points.expired', x.member_id, x.member_id,
            coalesce((SELECT max(o.seq) FROM outbox_events o
-                     WHERE o.merchant_id = :merchant AND o.stream = u.member_id), 0) + 1,
-           u.at, :now,
+                     WHERE o.merchant_id = :merchant AND o.stream = x.member_id), 0) + 1,
+           x.at, :now,
            json_build_object(
-               'points', u.total, 'lots', u.lots, 'reason', CAST(:reason AS text),
+               'points', x.total, 'lots', x.lots, 'reason', CAST(:reason AS text),
                'balances', json_build_object(
-                   'available', u.available, 'pending', u.pending, 'reserved', u.reserved,
-                   'debt', u.debt, 'lifetime_earned', u.lifetime_earned, 'expired', u.expired,
-                   'redeemed', u.redeemed))
-    FROM u
+                   'available', x.available, 'pending', x.pending, 'reserved', x.reserved,
+                   'debt', x.debt, 'lifetime_earned', x.lifetime_earned, 'expired', x.expired,
+                   'redeemed', x.redeemed))
+    FROM (SELECT u.*, row_number() OVER (ORDER BY u.member_id) AS k FROM u) x
+    JOIN unnest(string_to_array(:events, :sep)) WITH ORDINALITY AS n(id, k) ON n.k = x.k
 )"""
 
 
@@ -336,13 +340,10 @@ def move_lots(
     )
 
 
-def announce_expiry(
-    conn: Connection, due: list[dict[str, Any]], *, prefix: str, reason: str, now: datetime
-) -> None:
+def announce_expiry(conn: Connection, due: list[dict[str, Any]], *, reason: str, now: datetime) -> None:
     """A ``points.expired`` business event for each member of ``due`` (lots just expired by
     :func:`move_lots`; the members are locked): the points and lots, the latest expiry time and
-    the balances after it. The event id derives from the member's first expiry journal, as
-    :data:`_ANNOUNCE_SQL` derives it."""
+    the balances after it, as :data:`_ANNOUNCE_SQL` writes it."""
     from patron.storage.outbox import append_events
 
     if not due:
@@ -350,11 +351,10 @@ def announce_expiry(
     per: dict[tuple[str, str], dict[str, Any]] = {}
     for d in due:
         key = (d["merchant_id"], d["member_id"])
-        name = _name(prefix, d["lot_id"], int(d.get("moves", 0)))
-        seen = per.setdefault(key, {"points": 0, "lots": 0, "at": d["at"], "first": name})
+        seen = per.setdefault(key, {"points": 0, "lots": 0, "at": d["at"]})
         seen["points"] += int(d["remaining"])
         seen["lots"] += 1
-        seen["at"], seen["first"] = max(seen["at"], d["at"]), min(seen["first"], name)
+        seen["at"] = max(seen["at"], d["at"])
     cols = [member_balances.c[c] for c in _BALANCE_FIELDS]
     rows: dict[str, list[dict[str, Any]]] = {}
     for (merchant_id, member_id), seen in per.items():
@@ -363,11 +363,10 @@ def announce_expiry(
                 member_balances.c.merchant_id == merchant_id, member_balances.c.member_id == member_id
             )
         ).one()
-        digest = hashlib.md5(f"expired:{seen['first']}".encode(), usedforsecurity=False).hexdigest()
         rows.setdefault(merchant_id, []).append(
             {
                 "merchant_id": merchant_id,
-                "id": f"evt_{digest[:26]}",
+                "id": new_id("evt"),
                 "type": "points.expired",
                 "member_id": member_id,
                 "stream": member_id,
