@@ -108,6 +108,45 @@ def test_release_pending_moves_points_when_the_pending_period_ends(engine: Engin
     )
 
 
+def test_a_reservation_redeemed_at_the_till_while_the_lapse_run_starts_stays_redeemed(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from patron.services import redemptions
+    from patron.storage import redemptions as redemptions_repo
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's run holds the one writer's lock from the start of its transaction")
+    rewards = [{"id": "coffee", "name": "Coffee", "cost": 100}]
+    merchant_id, member_id = shop(engine, rewards=rewards, reservation_ttl_minutes=5)
+    with engine.begin() as conn:
+        ledger.adjust(conn, merchant_id=merchant_id, member_id=member_id, points=250, reason="gift")
+        used = redemptions.reserve(conn, merchant_id=merchant_id, member_id=member_id, reward_id="coffee")
+        left = redemptions.reserve(conn, merchant_id=merchant_id, member_id=member_id, reward_id="coffee")
+    found = redemptions_repo.lapsed
+
+    def till_first(conn, **kw):  # type: ignore[no-untyped-def]
+        rows = found(conn, **kw)  # the run found both reservations due...
+        with engine.begin() as till:  # ...and the till redeems one before the run locks the member
+            redemptions.redeem(till, merchant_id=merchant_id, redemption_id=used["id"])
+        monkeypatch.setattr(redemptions_repo, "lapsed", found)
+        return rows
+
+    monkeypatch.setattr(redemptions_repo, "lapsed", till_first)
+    later = left["expires_at"] + timedelta(minutes=1)
+    result = run_job(engine, "lapse-reservations", as_of=later, merchant_id=merchant_id)
+    assert result.lots == 1  # only the one nobody used
+    with engine.begin() as conn:
+        assert (
+            redemptions.get(conn, merchant_id=merchant_id, redemption_id=used["id"])["status"] == "redeemed"
+        )
+        assert redemptions.get(conn, merchant_id=merchant_id, redemption_id=left["id"])["status"] == "expired"
+        assert ledger.verify(conn, merchant_id=merchant_id) == []
+    b = balances(engine, merchant_id, member_id)
+    assert (b.available, b.reserved, b.redeemed) == (150, 0, 100)
+
+
 def test_unknown_job_names_are_refused(engine: Engine) -> None:
     with pytest.raises(InvalidInput, match="unknown job 'explode'; jobs: release-pending"):
         run_job(engine, "explode", as_of=t("2026-01-01T00:00:00"))

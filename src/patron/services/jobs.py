@@ -312,9 +312,9 @@ def _lapse(
     total, limit = 0, min(BATCH, LAPSE_BATCH)
     while True:
         with engine.begin() as conn:
-            done = lapse_due(conn, as_of=as_of, merchant_id=merchant_id, limit=limit)
+            found, done = lapse_due(conn, as_of=as_of, merchant_id=merchant_id, limit=limit)
         total += done
         if progress and done:
             progress(done)
-        if done < limit:
+        if found < limit:
             return JobResult("lapse-reservations", as_of, total, total, 0)

@@ -15,7 +15,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from patron.domain import rewards as rules
-from patron.domain.errors import Conflict, MemberInactive, NotFound, UnknownReward
+from patron.domain.errors import (
+    Conflict,
+    MemberInactive,
+    NotFound,
+    RedemptionCancelled,
+    RedemptionExpired,
+    RedemptionRedeemed,
+    UnknownReward,
+)
 from patron.domain.ledger import Account, spending_order
 from patron.domain.program import Period, Program
 from patron.services.clock import utcnow
@@ -443,16 +451,24 @@ def catalogue(conn: Connection, *, merchant_id: str, member_id: str) -> list[dic
     return out
 
 
-def lapse_due(conn: Connection, *, as_of: datetime, merchant_id: str | None = None, limit: int = 500) -> int:
-    """Give back the points of reservations that lapsed by ``as_of``. Returns how many."""
+def lapse_due(
+    conn: Connection, *, as_of: datetime, merchant_id: str | None = None, limit: int = 500
+) -> tuple[int, int]:
+    """Give back the points of reservations that lapsed by ``as_of``: (found, lapsed). One
+    redeemed or cancelled at the till after it was found is left as the till left it."""
     rows = repo.lapsed(conn, as_of=as_of, merchant_id=merchant_id, limit=limit)
+    lapsed = 0
     for row in sorted(rows, key=lambda r: (r["merchant_id"], r["member_id"])):
-        _settle(
-            conn,
-            row["merchant_id"],
-            row,
-            rules.Status.EXPIRED,
-            now=max(as_of, row["expires_at"]),
-            reason="reservation lapsed",
-        )
-    return len(rows)
+        try:
+            _settle(
+                conn,
+                row["merchant_id"],
+                row,
+                rules.Status.EXPIRED,
+                now=max(as_of, row["expires_at"]),
+                reason="reservation lapsed",
+            )
+        except (RedemptionRedeemed, RedemptionCancelled, RedemptionExpired):
+            continue  # settled meanwhile (refused before anything was written)
+        lapsed += 1
+    return len(rows), lapsed
