@@ -6,6 +6,7 @@ into these dataclasses; the rules of earning, tiers and expiry read only these.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from enum import StrEnum
@@ -153,11 +154,20 @@ class Tiers:
     # derived: level id -> place from the lowest threshold (folds ask this thousands of times)
     _ranks: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _by_id: dict[str, TierLevel] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # derived: rank -> the least value whose reached level ranks above it (folds skip below it)
+    _steps: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = sorted(self.levels, key=lambda lv: lv.threshold)
         self._ranks.update({lv.id: i for i, lv in enumerate(ordered)})
         self._by_id.update({lv.id: lv for lv in reversed(self.levels)})
+        # ``reached`` is a step function of the value that rises at thresholds
+        thresholds = sorted({lv.threshold for lv in self.levels if not lv.invite_only})
+        for r in range(-1, len(self.levels)):
+            for t in thresholds:
+                if self.rank(lv.id if (lv := self.reached(t)) else None) > r:
+                    self._steps[r] = t
+                    break
 
     def level(self, tier_id: str | None) -> TierLevel | None:
         return self._by_id.get(tier_id) if tier_id is not None else None
@@ -174,6 +184,11 @@ class Tiers:
 
     def rank(self, tier_id: str | None) -> int:
         return self._ranks.get(tier_id, -1) if tier_id is not None else -1
+
+    def above_rank(self, rank: int) -> float:
+        """The least value whose reached level ranks above ``rank`` (infinite if none does):
+        below it, :meth:`reached` gives nothing above that rank."""
+        return self._steps.get(rank, math.inf)
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,8 +212,27 @@ def history(
         floor = _floor(tiers, assignments, at)
         return floor if _above(tiers, floor, earned) else earned
 
-    for start, end in periods:
-        in_period = sorted((r for r in rows if start <= r.period_at < end), key=lambda r: r.recorded_at)
+    # rows by the period they count for: one sort, one walk (periods are consecutive and sorted)
+    by_period: list[list[tuple[datetime, int, QualRow]]] = [[] for _ in periods]
+    i = 0
+    for n, r in sorted(enumerate(rows), key=lambda nr: nr[1].period_at):
+        while i < len(periods) and r.period_at >= periods[i][1]:
+            i += 1
+        if i == len(periods):
+            break
+        if r.period_at >= periods[i][0]:
+            by_period[i].append((r.recorded_at, n, r))  # within a period: by time recorded, then as given
+
+    def gate() -> float:
+        """The least running value whose level could be above what this period reached or the
+        member earned: below it a row changes neither, so the fold skips the comparisons."""
+        low = min(
+            tiers.rank(reached_here.id if reached_here else None), tiers.rank(earned.id if earned else None)
+        )
+        return tiers.above_rank(low)
+
+    for (start, end), found in zip(periods, by_period, strict=True):
+        in_period = [r for _, _, r in sorted(found, key=lambda t: (t[0], t[1]))]
         marks: list[tuple[datetime, int, QualRow | Assignment | None]] = [
             (r.recorded_at, 0, r) for r in in_period
         ]
@@ -225,9 +244,12 @@ def history(
         marks.sort(key=lambda m: (m[0], m[1]))
         running = 0
         reached_here: TierLevel | None = None  # the highest level crossed within this period
+        need = gate()
         for at, _, item in marks:
             if isinstance(item, QualRow):
                 running += item.value
+                if running < need:
+                    continue
                 reached = tiers.reached(running)
                 if _above(tiers, reached, reached_here):
                     reached_here = reached
@@ -237,6 +259,7 @@ def history(
                     if _above(tiers, earned, level):
                         why = f"reached {tiers.metric} {running} (threshold {reached.threshold})"
                         move(earned, max(at, start), why, "event", item.source)
+                need = gate()
             else:
                 if isinstance(item, Assignment) and item.held:
                     given = tiers.level(item.tier_id)
@@ -246,6 +269,7 @@ def history(
                 if shown != level:
                     why = item.reason if isinstance(item, Assignment) else "assignment ended"
                     move(shown, at, why, "assignment")
+                need = gate()
         value = running
         decided = end + grace
         if end <= as_of and decided <= as_of:
