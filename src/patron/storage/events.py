@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, and_, bindparam, func, select
 
@@ -11,6 +11,7 @@ from patron.domain.ledger import Balances
 from patron.storage.db import driver_rows, execute_driver, insert_rows, is_postgres, pipelined
 from patron.storage.ledger import BALANCE_COLUMNS
 from patron.storage.tables import (
+    UTCDateTime,
     event_lines,
     event_rules,
     events,
@@ -93,13 +94,11 @@ def event_inputs(
     existing = driver_rows(conn, events, _EVENT_COLUMNS, found.fetchall())
     quals = []
     if rows is not None:
-        got = rows.fetchall()
-        times = driver_rows(conn, qualifications, ["period_at", "recorded_at"], [r[:2] for r in got])
-        quals = [
-            (t["period_at"], t["recorded_at"], int(r[2]), str(r[3]))
-            for t, r in zip(times, got, strict=True)
-            if r[2]
-        ]
+        utc, dialect = UTCDateTime().process_result_value, conn.dialect
+        quals = cast(
+            list[tuple[datetime, datetime, int, str]],  # both times are NOT NULL
+            [(utc(r[0], dialect), utc(r[1], dialect), int(r[2]), str(r[3])) for r in rows.fetchall() if r[2]],
+        )  # times as the column type reads them (aware UTC), without a dict a row: members read thousands
     held = (
         driver_rows(conn, tier_assignments, _ASSIGNMENT_COLUMNS, given.fetchall())
         if given is not None
