@@ -515,6 +515,11 @@ def test_retention_prunes_old_delivered_history_but_keeps_what_is_pending_and_ea
 ) -> None:
     from patron.services.jobs import run_job
 
+    monkeypatch.setattr(outbox, "PRUNE_BATCH", 2)  # many chunks of the walk, each its own transaction
+    other = "mer_00" + secrets.token_hex(12)  # another merchant's, before this one in key order
+    for _ in range(2):
+        emit(engine, other, "mem_z")  # prunable by its age, but another merchant's
+    webhooks_out.dispatch(engine, merchant_id=other, now=T0)
     endpoint(engine, merchant, receiver.url("ok"), [outbox.POINTS_EARNED])
     down = endpoint(engine, merchant, receiver.url("down"), [outbox.MEMBER_UPDATED])
     receiver.script["/down"] = [(500, 0.0)] * 5
@@ -543,6 +548,7 @@ def test_retention_prunes_old_delivered_history_but_keeps_what_is_pending_and_ea
     assert [(d["event_id"], d["status"]) for d in pending["data"]] == [(stuck, "pending")]
     again = run_job(engine, "prune-outbox", as_of=later, merchant_id=merchant)
     assert (again.lots, again.points) == (0, 0)
+    assert _left(engine, other)[0] == [("mem_z", 1), ("mem_z", 2)]  # a run for one merchant is for it only
     # numbering goes on after what was kept
     emit(engine, merchant, "mem_a")
     assert _left(engine, merchant)[0][2] == ("mem_a", 4)

@@ -248,7 +248,7 @@ def list_events(
     return {"data": [event_view(r) for r in rows], "next_cursor": next_cursor, "has_more": bool(next_cursor)}
 
 
-#: Rows per transaction of the retention job.
+#: Rows examined per transaction of the retention job.
 PRUNE_BATCH = 2000
 
 
@@ -271,22 +271,25 @@ def prune(
         return 0, 0, 0
     cutoff = as_of - timedelta(days=days)
     deliveries = attempts = events = 0
-    while True:
+    after: repo.Key | None = None
+    while True:  # the delivery log first: an event is kept while a delivery of it is
         with engine.begin() as conn:
-            done, tried = repo.prune_deliveries(
-                conn, cutoff=cutoff, merchant_id=merchant_id, limit=PRUNE_BATCH
+            done, tried, after = repo.prune_deliveries(
+                conn, cutoff=cutoff, merchant_id=merchant_id, after=after, limit=PRUNE_BATCH
             )
         deliveries, attempts = deliveries + done, attempts + tried
         if progress and done:
             progress(done)
-        if done < PRUNE_BATCH:
+        if after is None:
             break
     while True:
         with engine.begin() as conn:
-            done = repo.prune_events(conn, cutoff=cutoff, merchant_id=merchant_id, limit=PRUNE_BATCH)
+            done, after = repo.prune_events(
+                conn, cutoff=cutoff, merchant_id=merchant_id, after=after, limit=PRUNE_BATCH
+            )
         events += done
         if progress and done:
             progress(done)
-        if done < PRUNE_BATCH:
+        if after is None:
             break
     return events, deliveries, attempts

@@ -575,33 +575,70 @@ def attempts_of(conn: Connection, merchant_id: str, delivery_ids: Sequence[str])
 # --- retention ----------------------------------------------------------------------------------
 
 
-def prune_deliveries(
-    conn: Connection, *, cutoff: datetime, merchant_id: str | None, limit: int
-) -> tuple[int, int]:
-    """Delete up to ``limit`` delivered deliveries made before ``cutoff``, with their attempts:
-    (deliveries, attempts). Pending ones (still being retried, or waiting for a disabled
-    endpoint to come back) are kept whatever their age."""
-    d = outbound_deliveries
-    old = select(d.c.merchant_id, d.c.id).where(d.c.status == "delivered", d.c.created_at < cutoff)
+Key = tuple[str, str]
+
+
+def _chunk_end(
+    conn: Connection, table: Table, merchant_id: str | None, after: Key | None, limit: int
+) -> Key | None:
+    """The key of the ``limit``-th row after ``after`` in primary-key order (or of the last row,
+    if fewer are left; None if none): the end of the next chunk a pruning pass examines."""
+    stmt = select(table.c.merchant_id, table.c.id)
     if merchant_id is not None:
-        old = old.where(d.c.merchant_id == merchant_id)
-    keys = [tuple(r) for r in conn.execute(old.order_by(d.c.merchant_id, d.c.id).limit(limit))]
+        stmt = stmt.where(table.c.merchant_id == merchant_id)
+    if after is not None:
+        stmt = stmt.where(tuple_(table.c.merchant_id, table.c.id) > tuple_(*after))
+    keys = conn.execute(stmt.order_by(table.c.merchant_id, table.c.id).limit(limit)).all()
+    return (str(keys[-1][0]), str(keys[-1][1])) if keys else None
+
+
+def _in_chunk(table: Table, merchant_id: str | None, after: Key | None, end: Key) -> Any:
+    """The rows of the chunk that ends at ``end`` (of ``merchant_id``, when given)."""
+    key = tuple_(table.c.merchant_id, table.c.id)
+    out = and_(key <= tuple_(*end), key > tuple_(*after)) if after is not None else key <= tuple_(*end)
+    return and_(out, table.c.merchant_id == merchant_id) if merchant_id is not None else out
+
+
+def prune_deliveries(
+    conn: Connection, *, cutoff: datetime, merchant_id: str | None, after: Key | None, limit: int
+) -> tuple[int, int, Key | None]:
+    """In the next ``limit`` deliveries after ``after`` (primary-key order), delete those
+    delivered and made before ``cutoff``, with their attempts: (deliveries, attempts, the last
+    key examined, None when there was none left). Pending ones (still being retried, or waiting
+    for a disabled endpoint to come back) are kept whatever their age. Walking the key rather
+    than asking again for "the next old ones" keeps a long first run from reading the rows it
+    already deleted over and over."""
+    d = outbound_deliveries
+    end = _chunk_end(conn, d, merchant_id, after, limit)
+    if end is None:
+        return 0, 0, None
+    old = select(d.c.merchant_id, d.c.id).where(
+        _in_chunk(d, merchant_id, after, end), d.c.status == "delivered", d.c.created_at < cutoff
+    )
+    keys = [tuple(r) for r in conn.execute(old)]
     if not keys:
-        return 0, 0
+        return 0, 0, end
     a = outbound_attempts
     attempts = conn.execute(delete(a).where(tuple_(a.c.merchant_id, a.c.delivery_id).in_(keys))).rowcount
     conn.execute(delete(d).where(tuple_(d.c.merchant_id, d.c.id).in_(keys)))
-    return len(keys), int(attempts or 0)
+    return len(keys), int(attempts or 0), end
 
 
-def prune_events(conn: Connection, *, cutoff: datetime, merchant_id: str | None, limit: int) -> int:
-    """Delete up to ``limit`` business events written before ``cutoff`` that are fanned out, have
-    no delivery left in the log and are not the latest of their stream: the latest stays, so a
-    member's next event is numbered after it, never from 1 again. The number deleted."""
+def prune_events(
+    conn: Connection, *, cutoff: datetime, merchant_id: str | None, after: Key | None, limit: int
+) -> tuple[int, Key | None]:
+    """In the next ``limit`` business events after ``after`` (primary-key order), delete those
+    written before ``cutoff`` that are fanned out, have no delivery left in the log and are not
+    the latest of their stream: the latest stays, so a member's next event is numbered after it,
+    never from 1 again. (deleted, the last key examined or None when there was none left)."""
     e = outbox_events
+    end = _chunk_end(conn, e, merchant_id, after, limit)
+    if end is None:
+        return 0, None
     newer = aliased(e)
     d = outbound_deliveries
     old = select(e.c.merchant_id, e.c.id).where(
+        _in_chunk(e, merchant_id, after, end),
         e.c.fanned_out_at.is_not(None),
         e.c.created_at < cutoff,
         exists().where(
@@ -609,9 +646,7 @@ def prune_events(conn: Connection, *, cutoff: datetime, merchant_id: str | None,
         ),
         ~exists().where(d.c.merchant_id == e.c.merchant_id, d.c.event_id == e.c.id),
     )
-    if merchant_id is not None:
-        old = old.where(e.c.merchant_id == merchant_id)
-    keys = [tuple(r) for r in conn.execute(old.limit(limit))]
+    keys = [tuple(r) for r in conn.execute(old)]
     if keys:
         conn.execute(delete(e).where(tuple_(e.c.merchant_id, e.c.id).in_(keys)))
-    return len(keys)
+    return len(keys), end
