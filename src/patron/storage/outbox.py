@@ -111,6 +111,8 @@ outbound_deliveries = Table(
     PrimaryKeyConstraint("merchant_id", "id"),
     UniqueConstraint("merchant_id", "endpoint_id", "event_id", "replay"),
     Index(None, "merchant_id", "endpoint_id", "stream", "seq"),
+    # an event's deliveries: the retention job, and the foreign key when an event is deleted
+    Index(None, "merchant_id", "event_id"),
     Index(
         "ix_outbound_deliveries_merchant_id_next_attempt_at_pending",
         "merchant_id",
