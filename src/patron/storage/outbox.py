@@ -614,16 +614,15 @@ def prune_deliveries(
     end = _chunk_end(conn, d, merchant_id, after, limit)
     if end is None:
         return 0, 0, None
-    old = select(d.c.merchant_id, d.c.id).where(
-        _in_chunk(d, merchant_id, after, end), d.c.status == "delivered", d.c.created_at < cutoff
-    )
-    keys = [tuple(r) for r in conn.execute(old)]
-    if not keys:
-        return 0, 0, end
+    prunable = and_(_in_chunk(d, merchant_id, after, end), d.c.status == "delivered", d.c.created_at < cutoff)
     a = outbound_attempts
-    attempts = conn.execute(delete(a).where(tuple_(a.c.merchant_id, a.c.delivery_id).in_(keys))).rowcount
-    conn.execute(delete(d).where(tuple_(d.c.merchant_id, d.c.id).in_(keys)))
-    return len(keys), int(attempts or 0), end
+    attempts = conn.execute(
+        delete(a).where(
+            exists().where(d.c.merchant_id == a.c.merchant_id, d.c.id == a.c.delivery_id, prunable)
+        )
+    ).rowcount
+    deliveries = conn.execute(delete(d).where(prunable)).rowcount
+    return int(deliveries or 0), int(attempts or 0), end
 
 
 def prune_events(
@@ -639,16 +638,15 @@ def prune_events(
         return 0, None
     newer = aliased(e)
     d = outbound_deliveries
-    old = select(e.c.merchant_id, e.c.id).where(
-        _in_chunk(e, merchant_id, after, end),
-        e.c.fanned_out_at.is_not(None),
-        e.c.created_at < cutoff,
-        exists().where(
-            newer.c.merchant_id == e.c.merchant_id, newer.c.stream == e.c.stream, newer.c.seq > e.c.seq
-        ),
-        ~exists().where(d.c.merchant_id == e.c.merchant_id, d.c.event_id == e.c.id),
-    )
-    keys = [tuple(r) for r in conn.execute(old)]
-    if keys:
-        conn.execute(delete(e).where(tuple_(e.c.merchant_id, e.c.id).in_(keys)))
-    return len(keys), end
+    deleted = conn.execute(
+        delete(e).where(
+            _in_chunk(e, merchant_id, after, end),
+            e.c.fanned_out_at.is_not(None),
+            e.c.created_at < cutoff,
+            exists().where(
+                newer.c.merchant_id == e.c.merchant_id, newer.c.stream == e.c.stream, newer.c.seq > e.c.seq
+            ),
+            ~exists().where(d.c.merchant_id == e.c.merchant_id, d.c.event_id == e.c.id),
+        )
+    ).rowcount
+    return int(deleted or 0), end
