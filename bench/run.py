@@ -38,6 +38,7 @@ SIZES = {
         "postings_large": 1_000_000,
         "clv_customers": 100_000,
         "import_rows": 1_000,
+        "prune_events": 20_000,
         "analytics_purchases": 20_000,
         "analytics_members": 2_000,
     },
@@ -50,6 +51,7 @@ SIZES = {
         "postings_large": 10_000_000,
         "clv_customers": 100_000,
         "import_rows": 1_000_000,
+        "prune_events": 1_000_000,
         "analytics_purchases": 1_000_000,
         "analytics_members": 100_000,
     },
@@ -249,6 +251,12 @@ def markdown(results: dict[str, Any]) -> str:
                 f"({g['rows_per_s']:,.0f} rows/s), peak RSS {g['peak_rss_mib']} MiB | | "
                 f"1M rows at that rate: {g['projected_1m_s']:,} s |"
             )
+    pr = results.get("prune_outbox")
+    if pr:
+        lines.append(
+            f"| prune-outbox | | | | | {pr['events']:,} events, deliveries and attempts past the "
+            f"retention in {pr['seconds']} s ({pr['events_per_s']:,.0f} events/s) | | PostgreSQL |"
+        )
     a = results.get("analytics", {}).get("postgres")
     if a:
         ms = a["reports_ms"]
@@ -405,6 +413,9 @@ def main() -> None:
         save()
         reset_postgres(url)
         results["import"] = suite_extra.import_rows(size["import_rows"], url)
+        save()
+        reset_postgres(url)
+        results["prune_outbox"] = suite_extra.prune_outbox(url, size["prune_events"])
 
     step("ingest", ingest)
     step("http_earn", http_earn)

@@ -6,6 +6,9 @@
   without its progress bar) of a generated CSV file of N rows (one line each, 10 rows per
   customer, unknown customers enrolled) into a fresh SQLite file, in a child process: time and
   the child's peak RSS.
+* prune_outbox: the ``prune-outbox`` job's work (``services.outbox.prune``) on PostgreSQL over N
+  fanned-out business events of N/10 members, each delivered once with one attempt (one in a
+  thousand still pending), all past the retention: time for the whole backlog.
 * peer: pgledger's transfer function, recreated here in PL/pgSQL (not vendored): accounts with a
   balance and a version, locked in id order, one transfer row and two entry rows with the
   balances before and after. Run from the same 16 processes as http_earn's twin, one transaction
@@ -195,3 +198,68 @@ def _import_into(url: str, label: str, path: Any, rows: int) -> dict[str, Any]:
         "peak_rss_mib": peak,
         "projected_1m_s": round(1_000_000 / (rows / took)),
     }
+
+
+def prune_outbox(url: str, events: int) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from patron.services import merchants, outbox, webhooks_out
+    from patron.storage.db import make_engine, migrate
+
+    engine = make_engine(url)
+    migrate(engine)
+    with engine.begin() as conn:
+        m, _ = merchants.create_merchant(conn, name="Bench prune")
+        ep = webhooks_out.create_endpoint(
+            conn, merchant_id=m["id"], url="https://crm.example.com/hooks", event_types=None
+        )
+    old = datetime(2025, 1, 1, tzinfo=UTC)
+    args = {"m": m["id"], "ep": ep["id"], "old": old, "n": events, "k": max(events // 10, 1)}
+    with engine.begin() as conn:
+        conn.execute(text(PRUNE_EVENTS), args)
+        conn.execute(text(PRUNE_DELIVERIES), args)
+        conn.execute(text(PRUNE_ATTEMPTS), args)
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE outbox_events, outbound_deliveries, outbound_attempts"))
+    t = time.perf_counter()
+    pruned, deliveries, attempts = outbox.prune(engine, as_of=datetime(2026, 1, 1, tzinfo=UTC), days=90)
+    took = time.perf_counter() - t
+    engine.dispose()
+    log(
+        f"prune-outbox: {pruned:,} events, {deliveries:,} deliveries, {attempts:,} attempts of {events:,} "
+        f"in {took:.1f} s"
+    )
+    return {
+        "events": events,
+        "pruned_events": pruned,
+        "pruned_deliveries": deliveries,
+        "pruned_attempts": attempts,
+        "seconds": round(took, 1),
+        "events_per_s": round(events / took, 1),
+        "database": "postgresql",
+    }
+
+
+PRUNE_EVENTS = """
+INSERT INTO outbox_events (merchant_id, id, type, member_id, stream, seq, occurred_at, created_at, data,
+    fanned_out_at)
+SELECT :m, 'evt_' || lpad(g::text, 26, '0'), 'points.earned', 'mem_' || (g % :k), 'mem_' || (g % :k),
+       g / :k + 1, :old, :old + g * interval '1 second', '{"points": 1}'::json, :old
+FROM generate_series(1, :n) g
+"""
+PRUNE_DELIVERIES = """
+INSERT INTO outbound_deliveries (merchant_id, id, endpoint_id, event_id, replay, stream, seq, status,
+    attempts, next_attempt_at, created_at, delivered_at)
+SELECT :m, 'dlv_' || lpad(g::text, 26, '0'), :ep, 'evt_' || lpad(g::text, 26, '0'), 0, 'mem_' || (g % :k),
+       g / :k + 1, CASE WHEN g % 1000 = 0 THEN 'pending' ELSE 'delivered' END, 1, :old,
+       :old + g * interval '1 second', :old
+FROM generate_series(1, :n) g
+"""
+PRUNE_ATTEMPTS = """
+INSERT INTO outbound_attempts (merchant_id, id, delivery_id, endpoint_id, attempt, at, status_code,
+    duration_ms)
+SELECT :m, 'att_' || lpad(g::text, 26, '0'), 'dlv_' || lpad(g::text, 26, '0'), :ep, 1, :old, 200, 5
+FROM generate_series(1, :n) g
+"""
