@@ -295,6 +295,17 @@ def test_expiry_warnings_are_announced_as_points_expiring_to_webhooks_with_or_wi
     assert smtp.inbox.subjects("ada@example.com") == sorted(
         [f"30 points expire on {day}", f"Last chance: 30 points expire on {day}"]
     )
+    # the list is newest first, the warnings in their place among the member's other events
+    api.post(f"/v1/members/{bob}/adjustments", {"points": 5, "reason": "goodwill"})
+    listed = api.get("/v1/outbox-events", params={"member_id": bob}).json()["data"]
+    assert [e["type"] for e in listed] == [
+        "points.expiring",  # a year from now: the runs above were as of then
+        "points.expiring",
+        "points.adjusted",
+        "points.earned",
+        "member.enrolled",
+    ]
+    assert [e["occurred_at"] for e in listed] == sorted((e["occurred_at"] for e in listed), reverse=True)
 
 
 def test_a_merchant_template_overrides_the_shipped_one(api: Api, engine: Engine, smtp: Smtp) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import time
 
 from patron.storage import ids
 
@@ -58,3 +59,19 @@ def int_of(tail: str) -> int:
     for ch in tail:
         n = n * 32 + ids._ALPHABET.index(ch)
     return n
+
+
+def test_a_derived_id_is_the_same_for_the_same_inputs_and_sorts_by_its_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from patron.storage.ids import derived_id, new_id
+
+    before = new_id("evt")
+    at = datetime.now(UTC) + timedelta(milliseconds=5)
+    made = derived_id("evt", at, "expiring:mem_1:2027-01-31:30")
+    time.sleep(0.02)
+    after = new_id("evt")
+    assert made == derived_id("evt", at, "expiring:mem_1:2027-01-31:30")
+    assert made != derived_id("evt", at, "expiring:mem_1:2027-01-31:7")
+    assert before < made < after
+    assert ID.match(made)

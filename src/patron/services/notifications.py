@@ -30,7 +30,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -46,7 +46,7 @@ from patron.storage import jobs as jobs_repo
 from patron.storage import members as members_repo
 from patron.storage import notifications as repo
 from patron.storage import programs as programs_repo
-from patron.storage.ids import new_id
+from patron.storage.ids import derived_id, new_id
 
 BATCH = 200
 
@@ -444,21 +444,28 @@ def _announce_expiring(
 ) -> None:
     """A ``points.expiring`` business event for each expiry warning window that opened (the
     warnings of :func:`_expiry`, of every member, with an email or not): once per member, day and
-    window, because its id derives from them and an id already in the outbox is not written again."""
+    window, because its id derives from them (:func:`~patron.storage.ids.derived_id`) and an id
+    already in the outbox is not written again."""
     from patron.services import outbox
 
     if not warnings:
         return
     found = []
     for d in warnings:
-        digest = hashlib.md5(f"expiring:{d['member_id']}:{d['key']}".encode(), usedforsecurity=False)
+        window = int(str(d["key"]).rsplit(":", 1)[1])
+        opened = datetime.combine(date.fromisoformat(str(d["expires_on"])), time(), UTC) - timedelta(
+            days=window
+        )
         data = {
             "points": d["points"],
             "expires_on": d["expires_on"],
             "days": d["days"],
             "last_chance": d["kind"] == Kind.EXPIRY_LAST_CHANCE,
         }
-        found.append((f"evt_{digest.hexdigest()[:26]}", d["member_id"], data))
+        # the id sorts by the day the window opened, and a later run finds it again
+        found.append(
+            (derived_id("evt", opened, f"expiring:{d['member_id']}:{d['key']}"), d["member_id"], data)
+        )
     new = outbox.missing_ids(conn, merchant_id=merchant_id, ids=[i for i, _, _ in found])
     outbox.emit_many(
         conn,

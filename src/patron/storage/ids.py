@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import threading
 import time
+from datetime import datetime
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _lock = threading.Lock()
@@ -52,6 +54,14 @@ def new_id(prefix: str) -> str:
     """``prefix_`` + 10 chars of milliseconds + 16 chars that increase within a millisecond."""
     ms, rand = _reserve(1)
     return f"{prefix}_{_digits26(ms, rand)}"
+
+
+def derived_id(prefix: str, at: datetime, source: str) -> str:
+    """An identifier that the same ``(at, source)`` always gives: ``at``'s milliseconds, as
+    :func:`new_id` starts, so that it sorts among the others by that time, then 16 digits of a
+    hash of ``source``. For a record a job may find due again: the second has the first's id."""
+    digest = int.from_bytes(hashlib.md5(source.encode(), usedforsecurity=False).digest()[:10], "big")
+    return f"{prefix}_{_b32(int(at.timestamp() * 1000), 10)}{_b32(digest, 16)}"
 
 
 class Ids:
