@@ -12,7 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patron.domain.program import TierLevel, Tiers
-from patron.domain.tiers import QualRow, TierState, evaluate, next_level, period_bounds, requalify
+from patron.domain.tiers import (
+    Assignment,
+    QualRow,
+    TierState,
+    evaluate,
+    history,
+    next_level,
+    period_bounds,
+    requalify,
+)
 
 MEMBER = TierLevel("member", "Member", 0)
 SILVER = TierLevel("silver", "Silver", 20000)
@@ -299,3 +308,55 @@ def test_period_ends_apply_the_downgrade_policy(first: int, second: int, third: 
         # at its end: placed by the year just ended
         expected = placed(policy, expected, value)
         assert level(t, rows, d(year + 1, 1, 1)) == expected
+
+
+def _random_case(
+    rng: random.Random,
+) -> tuple[Tiers, list[QualRow], list[Assignment], datetime, datetime, ZoneInfo]:
+    thresholds = sorted(rng.sample(range(0, 3000, 50), rng.randint(1, 5)))
+    if rng.random() < 0.5:
+        thresholds[0] = 0
+    levels = tuple(
+        TierLevel(
+            f"l{i}", f"L{i}", t, invite_only=i > 0 and rng.random() < 0.15, permanent=rng.random() < 0.1
+        )
+        for i, t in enumerate(thresholds)
+    )
+    program = Tiers(
+        period=rng.choice(["calendar_year", "anniversary", "rolling_12_months"]),
+        downgrade=rng.choice(["none", "one_level", "recompute"]),
+        levels=levels,
+        grace_days=rng.choice([0, 0, 30]),
+    )
+    enrolled = ENROLLED + timedelta(days=rng.randint(0, 400))
+    rows: list[QualRow] = []
+    for k in range(rng.randint(0, 60)):
+        at = enrolled + timedelta(days=rng.randint(-10, 1500), hours=rng.randint(0, 23))
+        recorded = at if rng.random() < 0.8 else at + timedelta(days=rng.randint(0, 400))
+        if rows and rng.random() < 0.1:
+            recorded = rows[rng.randrange(len(rows))].recorded_at  # recorded at the same instant
+        value = rng.choice([rng.randint(1, 900), rng.randint(1, 900), -rng.randint(1, 900)])  # returns too
+        rows.append(QualRow(at, recorded, value, f"e{k}"))
+    given_ = []
+    for _ in range(rng.choice([0, 0, 0, 1, 2])):
+        start = enrolled + timedelta(days=rng.randint(0, 1400))
+        end = rng.choice([None, start + timedelta(days=rng.randint(1, 500))])
+        given_.append(Assignment(rng.choice(levels).id, start, end, "given", rng.random() < 0.5))
+    as_of = enrolled + timedelta(days=rng.randint(0, 1800))
+    return program, rows, given_, as_of, enrolled, rng.choice([UTC_TZ, NY, ZoneInfo("Asia/Tokyo")])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_skipping_rows_below_the_next_level_changes_no_state_and_no_change(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold skips a row whose running value cannot reach a level above what the period
+    reached and the member earned; with the skip turned off (every row compared) the states and
+    changes must be the same, on random programs and histories."""
+    rng = random.Random(seed)
+    cases = [_random_case(rng) for _ in range(400)]
+    fast = [history(t, r, as_of=a, tz=z, enrolled_at=e, assignments=g) for t, r, g, a, e, z in cases]
+    monkeypatch.setattr(Tiers, "above_rank", lambda self, rank: float("-inf"))
+    slow = [history(t, r, as_of=a, tz=z, enrolled_at=e, assignments=g) for t, r, g, a, e, z in cases]
+    assert fast == slow
+    assert sum(1 for _, changes in fast if changes) > 100  # the cases do move members around
