@@ -240,15 +240,11 @@ def _unique_many(conn: Connection, merchant_id: str, column: str, n: int, make: 
             return values
         for i in redo:
             values[i] = make()
-    raise Conflict(f"could not generate {n} unique values of {column}")
+    raise Conflict(f"could not generate a unique {column}")
 
 
 def _unique(conn: Connection, merchant_id: str, column: str, make: Any) -> str:
-    for _ in range(20):
-        value: str = make()
-        if not repo.clash(conn, merchant_id, "", column, value, None):
-            return value
-    raise Conflict(f"could not generate a unique {column}")
+    return _unique_many(conn, merchant_id, column, 1, make)[0]
 
 
 def get_many(conn: Connection, *, merchant_id: str, member_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, literal, select, text, tuple_, update
 
 from patron.storage.ids import Ids, new_id
+from patron.storage.ledger import BALANCE_COLUMNS
 from patron.storage.tables import journals, lots, member_balances, postings
 
 
@@ -355,14 +356,19 @@ def announce_expiry(conn: Connection, due: list[dict[str, Any]], *, reason: str,
         seen["points"] += int(d["remaining"])
         seen["lots"] += 1
         seen["at"] = max(seen["at"], d["at"])
-    cols = [member_balances.c[c] for c in _BALANCE_FIELDS]
+    after: dict[tuple[str, str], dict[str, int]] = {}
+    for merchant_id in {m for m, _ in per}:  # the balances after the expiry, a query a merchant
+        found = conn.execute(
+            select(member_balances.c.member_id, *[member_balances.c[c] for c in BALANCE_COLUMNS]).where(
+                member_balances.c.merchant_id == merchant_id,
+                _among(conn, member_balances.c.member_id, [m for k, m in per if k == merchant_id]),
+            )
+        )
+        after.update(
+            {(merchant_id, r[0]): dict(zip(BALANCE_COLUMNS, map(int, r[1:]), strict=True)) for r in found}
+        )
     rows: dict[str, list[dict[str, Any]]] = {}
     for (merchant_id, member_id), seen in per.items():
-        balance = conn.execute(
-            select(*cols).where(
-                member_balances.c.merchant_id == merchant_id, member_balances.c.member_id == member_id
-            )
-        ).one()
         rows.setdefault(merchant_id, []).append(
             {
                 "merchant_id": merchant_id,
@@ -376,7 +382,7 @@ def announce_expiry(conn: Connection, due: list[dict[str, Any]], *, reason: str,
                     "points": seen["points"],
                     "lots": seen["lots"],
                     "reason": reason,
-                    "balances": {c: int(v) for c, v in zip(_BALANCE_FIELDS, balance, strict=True)},
+                    "balances": after[(merchant_id, member_id)],
                 },
                 "fanned_out_at": None,
             }
@@ -384,8 +390,6 @@ def announce_expiry(conn: Connection, due: list[dict[str, Any]], *, reason: str,
     for merchant_rows in rows.values():
         append_events(conn, merchant_rows)
 
-
-_BALANCE_FIELDS = ("available", "pending", "reserved", "debt", "lifetime_earned", "expired", "redeemed")
 
 #: the balance cache's column for each account a job moves points between
 _BALANCE = {"available": "available", "pending": "pending", "program:expired": "expired"}
