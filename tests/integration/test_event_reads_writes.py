@@ -20,7 +20,7 @@ from patron.storage import members as members_repo
 from patron.storage import outbox as outbox_repo
 from patron.storage.db import insert_rows, pipelined
 from patron.storage.tables import event_rules
-from patron.storage.tiers import assignments_of
+from patron.storage.tiers import assignments_of, checkpoint_of
 from tests.conftest import bean_rewards, purchase
 
 LINE = {"id": "l1", "sku": "LATTE", "category": "coffee", "quantity": 2, "unit_price": 450}
@@ -76,7 +76,7 @@ def test_event_inputs_read_what_the_separate_reads_do(engine: Engine) -> None:
             until=datetime.now(UTC) + timedelta(days=30),
         )
     with engine.begin() as conn:
-        existing, rows, given = events_repo.event_inputs(
+        existing, rows, given, checkpoint = events_repo.event_inputs(
             conn, merchant_id, member_id, "in-1", column="spend", assignments=True
         )
         assert existing == events_repo.get_event(conn, merchant_id, "in-1")
@@ -86,11 +86,13 @@ def test_event_inputs_read_what_the_separate_reads_do(engine: Engine) -> None:
         assert all(r[0].tzinfo is not None and r[0].utcoffset() == timedelta(0) for r in rows)
         assert given == assignments_of(conn, merchant_id, member_id)
         assert [a["tier_id"] for a in given] == ["gold"]
+        assert checkpoint is None  # no period placed yet: the rows from enrolment on
+        assert checkpoint == checkpoint_of(conn, merchant_id, member_id)
 
-        none, no_rows, no_given = events_repo.event_inputs(
+        none, no_rows, no_given, no_checkpoint = events_repo.event_inputs(
             conn, merchant_id, member_id, "in-9", column=None, assignments=False
         )
-        assert (none, no_rows, no_given) == (None, [], [])
+        assert (none, no_rows, no_given, no_checkpoint) == (None, [], [], None)
 
 
 def test_rows_inserted_directly_read_back_as_sqlalchemy_wrote_them(engine: Engine) -> None:

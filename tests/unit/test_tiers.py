@@ -17,10 +17,12 @@ from patron.domain.tiers import (
     QualRow,
     TierState,
     evaluate,
+    fold,
     history,
     next_level,
     period_bounds,
     requalify,
+    resumable,
 )
 
 MEMBER = TierLevel("member", "Member", 0)
@@ -360,3 +362,42 @@ def test_skipping_rows_below_the_next_level_changes_no_state_and_no_change(
     slow = [history(t, r, as_of=a, tz=z, enrolled_at=e, assignments=g) for t, r, g, a, e, z in cases]
     assert fast == slow
     assert sum(1 for _, changes in fast if changes) > 100  # the cases do move members around
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_fold_resumed_from_a_checkpoint_gives_the_state_of_a_fold_from_enrolment(seed: int) -> None:
+    """A checkpoint taken at one moment, and the rows a store would read with it later (the rows
+    of its period onwards, and older rows recorded after it saw them): wherever it is
+    resumable, resuming gives the same state and the same next checkpoint as folding the whole
+    history; where older rows came in late, it is not resumable."""
+    rng = random.Random(100 + seed)
+    resumed = refused = 0
+    for _ in range(600):
+        t, rows, given_, as_of, enrolled, tz = _random_case(rng)
+        if t.period == "rolling_12_months":
+            continue
+        taken = enrolled + (as_of - enrolled) * rng.random()
+        _, _, checkpoint = fold(t, rows, as_of=taken, tz=tz, enrolled_at=enrolled, assignments=given_)
+        if checkpoint is None:
+            continue
+        whole = fold(t, rows, as_of=as_of, tz=tz, enrolled_at=enrolled, assignments=given_)
+        read = [
+            r for r in rows if r.period_at >= checkpoint.period_start or r.recorded_at > checkpoint.seen_upto
+        ]
+        if not resumable(checkpoint, read, as_of):
+            refused += 1
+            late = [
+                r
+                for r in rows
+                if r.period_at < checkpoint.period_start and r.recorded_at > checkpoint.seen_upto
+            ]
+            assert late or as_of < checkpoint.seen_upto
+            continue
+        resumed += 1
+        state, changes, latest = fold(
+            t, read, as_of=as_of, tz=tz, enrolled_at=enrolled, assignments=given_, resume=checkpoint
+        )
+        assert state == whole[0]
+        assert latest == whole[2]
+        assert changes == whole[1][len(whole[1]) - len(changes) :]  # the changes after the checkpoint
+    assert resumed > 100 and refused > 10

@@ -35,6 +35,30 @@ class QualRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The fold's state at the start of a period, every period before it folded and placed: a
+    member's tier resumes from here with the rows of this period onwards, whatever their past.
+
+    It holds while the earlier periods' rows stay as they were: none of them recorded after
+    ``seen_upto`` (a late refund or a back-dated purchase of an old period) and the evaluation at
+    or after ``seen_upto`` (see :func:`resumable`)."""
+
+    period_start: datetime
+    earned_id: str | None  # the level earned by the metric, held by the period rules
+    level_id: str | None  # the level shown (earned, or an assignment's floor)
+    since: datetime
+    reason: str
+    seen_upto: datetime  # the last time an earlier period's row was recorded, or its decision
+
+
+def resumable(checkpoint: Checkpoint, rows: Sequence[QualRow], as_of: datetime) -> bool:
+    """Whether folding ``rows`` from ``checkpoint`` gives the state a fold from enrolment gives:
+    ``rows`` hold every row of the checkpoint's period onwards and every earlier row recorded
+    after ``seen_upto`` (any such row means the earlier periods changed)."""
+    return as_of >= checkpoint.seen_upto and all(r.period_at >= checkpoint.period_start for r in rows)
+
+
+@dataclass(frozen=True, slots=True)
 class TierState:
     level: TierLevel | None
     since: datetime
@@ -158,7 +182,30 @@ def history(
     enrolled_at: datetime,
     assignments: Sequence[Assignment] = (),
 ) -> tuple[TierState, list[TierChange]]:
-    """The tier as of ``as_of`` and every change that led to it, oldest first.
+    """The tier as of ``as_of`` and every change that led to it, oldest first (see :func:`fold`)."""
+    state, changes, _ = fold(
+        tiers, rows, as_of=as_of, tz=tz, enrolled_at=enrolled_at, assignments=assignments
+    )
+    return state, changes
+
+
+def fold(
+    tiers: Tiers,
+    rows: Sequence[QualRow],
+    *,
+    as_of: datetime,
+    tz: ZoneInfo,
+    enrolled_at: datetime,
+    assignments: Sequence[Assignment] = (),
+    resume: Checkpoint | None = None,
+) -> tuple[TierState, list[TierChange], Checkpoint | None]:
+    """The tier as of ``as_of``, every change that led to it, oldest first, and the checkpoint
+    at the start of the latest period whose predecessor is placed (``resume`` when no later
+    one is; None before the first placement, and for rolling windows, which have no periods
+    to place).
+
+    From ``resume`` (which must be :func:`resumable` with these rows) the fold starts at the
+    checkpoint's period, and the changes are those after it.
 
     Within a period the level only rises (an upgrade at once when the running value crosses a
     threshold; a return never demotes mid-period). At a period's end the member is placed by the
@@ -169,6 +216,7 @@ def history(
     changes: list[TierChange] = []
     level = base_level(tiers)
     since, reason = enrolled_at, "enrolled"
+    checkpoint = resume
 
     def move(to: TierLevel | None, at: datetime, why: str, cause: str, source: str | None = None) -> None:
         nonlocal level, since, reason
@@ -198,15 +246,22 @@ def history(
         floor = _floor(tiers, assignments, as_of)
         if _above(tiers, floor, level):
             move(floor, as_of, "assigned", "assignment")
-        return TierState(level, since, reason, value, start, end), changes
-    first = min([enrolled_at, *(r.period_at for r in rows), *(a.start for a in assignments)])
-    periods = periods_between(tiers, first, as_of, tz=tz, enrolled_at=enrolled_at)
-    grace = timedelta(days=tiers.grace_days)
-    value = 0
+        return TierState(level, since, reason, value, start, end), changes, None
     # What the member earned by the metric, held by the period rules; the tier shown is the
     # higher of it and the assignments in force at the moment (a floor, never "earned": when an
     # assignment ends, the member is back at what they earned).
     earned = level
+    if resume is not None:
+        assert resumable(resume, rows, as_of), "the checkpoint does not hold for these rows"
+        first = resume.period_start
+        earned, level = tiers.level(resume.earned_id), tiers.level(resume.level_id)
+        since, reason, seen = resume.since, resume.reason, resume.seen_upto
+    else:
+        first = min([enrolled_at, *(r.period_at for r in rows), *(a.start for a in assignments)])
+        seen = first
+    periods = periods_between(tiers, first, as_of, tz=tz, enrolled_at=enrolled_at)
+    grace = timedelta(days=tiers.grace_days)
+    value = 0
 
     def effective(at: datetime) -> TierLevel | None:
         floor = _floor(tiers, assignments, at)
@@ -272,6 +327,8 @@ def history(
                 need = gate()
         value = running
         decided = end + grace
+        if in_period:
+            seen = max(seen, in_period[-1].recorded_at)
         if end <= as_of and decided <= as_of:
             known = sum(r.value for r in in_period if r.recorded_at <= decided)
             if reached_here is not None and not _above(tiers, earned, reached_here):
@@ -282,8 +339,16 @@ def history(
             shown = effective(decided)
             if shown != level:
                 move(shown, decided, f"requalified at period end with {tiers.metric} {known}", "period_end")
+            checkpoint = Checkpoint(
+                end,
+                earned.id if earned else None,
+                level.id if level else None,
+                since,
+                reason,
+                max(seen, decided),
+            )
     start, end = periods[-1]
-    return TierState(level, since, reason, value, start, end), changes
+    return TierState(level, since, reason, value, start, end), changes, checkpoint
 
 
 def next_level(tiers: Tiers, current: TierLevel | None, value: int) -> tuple[TierLevel, int] | None:

@@ -40,7 +40,7 @@ from patron.domain.ledger import (
     take_back,
 )
 from patron.domain.program import Period, Program, Rule, RuleType
-from patron.domain.tiers import Assignment, QualRow, next_level
+from patron.domain.tiers import Assignment, Checkpoint, QualRow, TierState, next_level, resumable
 from patron.domain.travel import great_circle_miles
 from patron.services import milestones, referrals
 from patron.services.clock import utcnow
@@ -54,7 +54,10 @@ from patron.services.tiers import (
     assignment_of,
     assignments,
     evaluate,
+    fold,
     qualification_rows,
+    resume_point,
+    save_checkpoint,
     tier_state,
     tier_summary,
 )
@@ -108,7 +111,7 @@ def record_event(conn: Connection, *, merchant_id: str, body: Any) -> tuple[dict
         conn, merchant_id=merchant_id, program_id=member["program_id"], at=occurred_at, latest=latest
     )
     tiers = program.tiers
-    existing, rows, given = repo.event_inputs(  # read under the member's lock, in one round trip
+    existing, rows, given, stored = repo.event_inputs(  # read under the member's lock, in one round trip
         conn,
         merchant_id,
         member["id"],
@@ -131,6 +134,12 @@ def record_event(conn: Connection, *, merchant_id: str, body: Any) -> tuple[dict
     ctx = _Ctx(conn, merchant_id, member, program, version, occurred_at, now, balances)
     ctx.rows = [QualRow(*r) for r in rows]
     ctx.given = [assignment_of(a) for a in given]
+    if stored is not None:  # the rows from the member's checkpoint on: resume there, or read them all
+        ctx.resume = resume_point(program, member, ctx.given, stored, ctx.rows, occurred_at)
+        if ctx.resume is None:
+            ctx.rows = qualification_rows(
+                conn, merchant_id=merchant_id, member_id=member["id"], program=program
+            )
     if ev.type in ("refund", "cancel"):
         result = _reverse(ctx, ev, digest, body)
     else:
@@ -157,8 +166,36 @@ class _Ctx:
         self.occurred_at, self.now, self.balances = occurred_at, now, balances
         self.rows: list[QualRow] = []  # the member's qualification rows of the tier metric
         self.given: list[Assignment] = []  # their tier assignments
+        self.resume: Checkpoint | None = None  # where their tier fold starts (None: enrolment)
         self.after = balances  # balances once this event's journals are written
         self.tier_id: str | None = None  # the tier held when the event occurred
+
+    def tier_after(self, row: QualRow) -> TierState | None:
+        """The member's tier once the event's own ``row`` (written) counts; their checkpoint is
+        moved on when a later period has been placed since it was taken."""
+        as_of = max(self.now, self.occurred_at)
+        rows = [*self.rows, row]
+        if self.resume is not None and not resumable(self.resume, rows, as_of):
+            # a return of a purchase of a period before the checkpoint: that period changed
+            rows = qualification_rows(
+                self.conn, merchant_id=self.merchant_id, member_id=self.member["id"], program=self.program
+            )
+            self.resume = None
+        folded = fold(self.program, self.member, rows, as_of, self.given, self.resume)
+        if folded is None:
+            return None
+        state, checkpoint = folded
+        if checkpoint is not None and checkpoint != self.resume:
+            save_checkpoint(
+                self.conn,
+                merchant_id=self.merchant_id,
+                program=self.program,
+                member=self.member,
+                given=self.given,
+                checkpoint=checkpoint,
+                now=self.now,
+            )
+        return state
 
     def write(
         self, journal: Journal, *, event_id: str, at: datetime, lot: ledger_repo.NewLot | None = None
@@ -247,6 +284,7 @@ def earning_context(
     rows: list[QualRow] | None = None,
     given: list[Assignment] | None = None,
     location_id: str | None = None,
+    resume: Checkpoint | None = None,
 ) -> earning.Context:
     """What the rules need to know about the member at ``at``: the tier held then (before this
     event), prior awards of rules with frequency limits (for once-a-day visit and punch-card
@@ -258,7 +296,7 @@ def earning_context(
         rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
     if given is None:
         given = assignments(conn, merchant_id=merchant_id, member_id=member["id"]) if program.tiers else []
-    state = evaluate(program, member, rows, at, given)
+    state = evaluate(program, member, rows, at, given, resume)
     counts = {}
     for rule in program.rules:
         if rule.type == RuleType.ACTION and rule.limit_count is not None:
@@ -294,7 +332,15 @@ def earning_context(
 def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     program = ctx.program
     context = earning_context(
-        ctx.conn, ctx.merchant_id, ctx.member, program, ctx.occurred_at, ctx.rows, ctx.given, ev.location_id
+        ctx.conn,
+        ctx.merchant_id,
+        ctx.member,
+        program,
+        ctx.occurred_at,
+        ctx.rows,
+        ctx.given,
+        ev.location_id,
+        ctx.resume,
     )
     ctx.tier_id = context.tier.id if context.tier else None
     res = earning.earn(program, domain_event(ev, ctx.occurred_at), context)
@@ -576,7 +622,7 @@ def _qualify(
 
 def _member_json(ctx: _Ctx, row: QualRow) -> dict[str, Any]:
     """The member after this event, built from what the event already loaded and wrote."""
-    state = evaluate(ctx.program, ctx.member, [*ctx.rows, row], max(ctx.now, ctx.occurred_at), ctx.given)
+    state = ctx.tier_after(row)
     view = {k: ctx.member[k] for k in PUBLIC_FIELDS}
     view["referred_by"] = ctx.member["referred_by"]
     view["points"] = points_view(ctx.after)

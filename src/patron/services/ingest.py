@@ -142,6 +142,7 @@ class _Writes:
     postings: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[tuple[str, str, datetime, str]] = field(default_factory=list)  # type, member, at, data
     deltas: dict[str, Balances] = field(default_factory=dict)
+    earliest: dict[str, datetime] = field(default_factory=dict)  # each member's oldest period_at
     earned: dict[Any, earning.EarnResult] = field(default_factory=dict)  # earn() is pure: memo
     texts: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)  # earn results' JSON
     ids: Ids = field(default_factory=Ids)
@@ -600,6 +601,8 @@ def _earn(
         "status_miles": res.status_miles,
         "segments": 0,
     }
+    if member_id not in w.earliest or at < w.earliest[member_id]:
+        w.earliest[member_id] = at
     w.quals.append(
         (
             merchant_id,
@@ -767,6 +770,8 @@ def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> Non
     ):
         repo.insert_rows(conn, table, rows)
     repo.add_to_balances(conn, merchant_id, w.deltas)
+    if w.earliest:  # a row of a period before a member's tier checkpoint voids it
+        tier_repo.drop_checkpoints_before(conn, merchant_id, w.earliest)
     if w.outbox:  # each member's stream goes on from its last number, in the batch's order
         last = outbox_repo.last_sequences(conn, merchant_id, {member for _, member, _, _ in w.outbox})
         value = w.values.instant

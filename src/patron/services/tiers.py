@@ -6,6 +6,7 @@ Nothing here reads the spendable balance: tiers come from qualifying spend, stat
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -81,17 +82,111 @@ def evaluate(
     rows: list[rules.QualRow],
     as_of: datetime,
     given: list[rules.Assignment] | None = None,
+    resume: rules.Checkpoint | None = None,
 ) -> rules.TierState | None:
+    """The member's tier at ``as_of``; from ``resume`` (see :func:`resume_point`) when given."""
+    folded = fold(program, member, rows, as_of, given, resume)
+    return folded[0] if folded else None
+
+
+def fold(
+    program: Program,
+    member: dict[str, Any],
+    rows: list[rules.QualRow],
+    as_of: datetime,
+    given: list[rules.Assignment] | None = None,
+    resume: rules.Checkpoint | None = None,
+) -> tuple[rules.TierState, rules.Checkpoint | None] | None:
+    """The member's tier at ``as_of`` and their latest checkpoint; None without tiers."""
     if program.tiers is None or not program.tiers.levels:
         return None
-    return rules.evaluate(
+    state, _, checkpoint = rules.fold(
         program.tiers,
         rows,
         as_of=as_of,
         tz=ZoneInfo(program.timezone),
         enrolled_at=member["enrolled_at"],
         assignments=given or (),
+        resume=resume,
     )
+    return state, checkpoint
+
+
+def checkpoint_key(program: Program, member: dict[str, Any], given: list[rules.Assignment]) -> str:
+    """A digest of what a member's fold depends on besides their rows: a checkpoint taken under
+    other tier rules, time zone, enrolment or assignments does not hold."""
+    what = repr((program.tiers, program.timezone, member["enrolled_at"], sorted(given, key=repr)))
+    return hashlib.sha256(what.encode()).hexdigest()
+
+
+def resume_point(
+    program: Program,
+    member: dict[str, Any],
+    given: list[rules.Assignment],
+    stored: dict[str, Any] | None,
+    rows: list[rules.QualRow],
+    as_of: datetime,
+) -> rules.Checkpoint | None:
+    """The stored checkpoint when the fold can resume from it at ``as_of`` and after, with
+    ``rows`` as ``qualification_rows_since_checkpoint`` read them; None when there is none or
+    it does not hold (then the fold needs the whole history)."""
+    if stored is None or stored["key"] != checkpoint_key(program, member, given):
+        return None
+    checkpoint = rules.Checkpoint(
+        stored["period_start"],
+        stored["earned_id"],
+        stored["level_id"],
+        stored["since"],
+        stored["reason"],
+        stored["seen_upto"],
+    )
+    return checkpoint if rules.resumable(checkpoint, rows, as_of) else None
+
+
+def save_checkpoint(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    program: Program,
+    member: dict[str, Any],
+    given: list[rules.Assignment],
+    checkpoint: rules.Checkpoint,
+    now: datetime,
+) -> None:
+    """Store the member's checkpoint (the caller holds the member's lock)."""
+    repo.save_checkpoint(
+        conn,
+        {
+            "merchant_id": merchant_id,
+            "member_id": member["id"],
+            "key": checkpoint_key(program, member, given),
+            "period_start": checkpoint.period_start,
+            "earned_id": checkpoint.earned_id,
+            "level_id": checkpoint.level_id,
+            "since": checkpoint.since,
+            "reason": checkpoint.reason,
+            "seen_upto": checkpoint.seen_upto,
+            "written_at": now,
+        },
+    )
+
+
+def tier_inputs(
+    conn: Connection, *, merchant_id: str, member: dict[str, Any], program: Program, as_of: datetime
+) -> tuple[list[rules.QualRow], list[rules.Assignment], rules.Checkpoint | None]:
+    """What folding the member's tier at ``as_of`` reads: their rows from their checkpoint on
+    and the checkpoint when it holds, else their whole history; and their assignments."""
+    given = assignments(conn, merchant_id=merchant_id, member_id=member["id"])
+    column = METRIC_COLUMN[program.tiers.metric] if program.tiers else "spend"
+    rows = [
+        rules.QualRow(*r)
+        for r in events_repo.qualification_rows_since_checkpoint(conn, merchant_id, member["id"], column)
+    ]
+    stored = repo.checkpoint_of(conn, merchant_id, member["id"])
+    resume = resume_point(program, member, given, stored, rows, as_of)
+    if stored is not None and resume is None:
+        rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
+    return rows, given, resume
 
 
 def tier_state(
@@ -99,9 +194,10 @@ def tier_state(
 ) -> rules.TierState | None:
     if program.tiers is None or not program.tiers.levels:
         return None
-    rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)
-    given = assignments(conn, merchant_id=merchant_id, member_id=member["id"])
-    return evaluate(program, member, rows, as_of, given)
+    rows, given, resume = tier_inputs(
+        conn, merchant_id=merchant_id, member=member, program=program, as_of=as_of
+    )
+    return evaluate(program, member, rows, as_of, given, resume)
 
 
 def tier_history(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy import Connection, and_, bindparam, func, select, union_all
 
 from patron.domain.ledger import Balances
 from patron.storage.db import driver_rows, execute_driver, insert_rows, is_postgres, pipelined
@@ -20,8 +20,9 @@ from patron.storage.tables import (
     program_versions,
     qualifications,
     tier_assignments,
+    tier_checkpoints,
 )
-from patron.storage.tiers import ASSIGNMENTS_OF, assignments_of
+from patron.storage.tiers import ASSIGNMENTS_OF, CHECKPOINT_OF, assignments_of, checkpoint_of
 
 # Built once: the statements every event runs (building a statement costs more than running it).
 _GET_EVENT = select(events).where(
@@ -63,6 +64,7 @@ def get_event(conn: Connection, merchant_id: str, external_id: str) -> dict[str,
 
 _EVENT_COLUMNS = [c.name for c in events.c]
 _ASSIGNMENT_COLUMNS = [c.name for c in tier_assignments.c]
+_CHECKPOINT_COLUMNS = [c.name for c in tier_checkpoints.c]
 
 
 def event_inputs(
@@ -73,24 +75,33 @@ def event_inputs(
     *,
     column: str | None,
     assignments: bool,
-) -> tuple[dict[str, Any] | None, list[tuple[datetime, datetime, int, str]], list[dict[str, Any]]]:
+) -> tuple[
+    dict[str, Any] | None,
+    list[tuple[datetime, datetime, int, str]],
+    list[dict[str, Any]],
+    dict[str, Any] | None,
+]:
     """What applying an event to a member (whose balances are locked) reads: the event already
     recorded under ``external_id`` (a replay), the member's qualification rows with a value in
-    ``column`` (none when None, as :func:`qualification_rows` reads them) and, with
-    ``assignments``, their tier assignments (as ``storage.tiers.assignments_of`` reads them).
-    One round trip on PostgreSQL (psycopg's pipeline: three queries sent at once)."""
+    ``column`` from their tier checkpoint on (as :func:`qualification_rows_since_checkpoint`
+    reads them; none when ``column`` is None), with ``assignments`` their tier assignments (as
+    ``storage.tiers.assignments_of`` reads them), and the checkpoint (None without one, or
+    without ``column``). One round trip on PostgreSQL (psycopg's pipeline: four queries sent at
+    once)."""
     params = {"merchant_id": merchant_id, "member_id": member_id, "external_id": external_id}
     if not is_postgres(conn):
         return (
             get_event(conn, merchant_id, external_id),
-            qualification_rows(conn, merchant_id, member_id, column) if column else [],
+            qualification_rows_since_checkpoint(conn, merchant_id, member_id, column) if column else [],
             assignments_of(conn, merchant_id, member_id) if assignments else [],
+            checkpoint_of(conn, merchant_id, member_id) if column else None,
         )
     assert column is None or column in qualifications.c
     with pipelined(conn):
         found = execute_driver(conn, _GET_EVENT, params)
-        rows = execute_driver(conn, _qualification_stmt(column), params) if column else None
+        rows = execute_driver(conn, _since_checkpoint_stmt(column), _since(params)) if column else None
         given = execute_driver(conn, ASSIGNMENTS_OF, params) if assignments else None
+        checkpoint = execute_driver(conn, CHECKPOINT_OF, params) if column else None
     existing = driver_rows(conn, events, _EVENT_COLUMNS, found.fetchall())
     quals = []
     if rows is not None:
@@ -104,7 +115,12 @@ def event_inputs(
         if given is not None
         else []
     )
-    return (existing[0] if existing else None), quals, held
+    stored = (
+        driver_rows(conn, tier_checkpoints, _CHECKPOINT_COLUMNS, checkpoint.fetchall())
+        if checkpoint is not None
+        else []
+    )
+    return (existing[0] if existing else None), quals, held, (stored[0] if stored else None)
 
 
 def member_for_event(
@@ -199,6 +215,49 @@ def qualification_rows(
     return [(a, b, int(v), str(e)) for a, b, v, e in rows if v]
 
 
+_SINCE_CHECKPOINT: dict[str, Any] = {}
+_NO_CHECKPOINT = datetime.min.replace(tzinfo=UTC)  # a period start before every row
+
+
+def qualification_rows_since_checkpoint(
+    conn: Connection, merchant_id: str, member_id: str, column: str
+) -> list[tuple[datetime, datetime, int, str]]:
+    """As :func:`qualification_rows`, but from the member's tier checkpoint on: the rows of its
+    period and later, and earlier rows recorded after it saw them (rows that make it void);
+    every row when the member has no checkpoint."""
+    params = _since({"merchant_id": merchant_id, "member_id": member_id})
+    rows = conn.execute(_since_checkpoint_stmt(column), params)
+    return [(a, b, int(v), str(e)) for a, b, v, e in rows if v]
+
+
+def _since(params: dict[str, Any]) -> dict[str, Any]:
+    return {**params, "no_checkpoint": _NO_CHECKPOINT}
+
+
+def _since_checkpoint_stmt(column: str) -> Any:
+    stmt = _SINCE_CHECKPOINT.get(column)
+    if stmt is None:
+        q, cp = qualifications.c, tier_checkpoints.c
+
+        def checkpoint(name: str) -> Any:
+            return (
+                select(cp[name])
+                .where(cp.merchant_id == bindparam("merchant_id"), cp.member_id == bindparam("member_id"))
+                .scalar_subquery()
+            )
+
+        start = func.coalesce(checkpoint("period_start"), bindparam("no_checkpoint", type_=UTCDateTime()))
+        of_member = (q.merchant_id == bindparam("merchant_id"), q.member_id == bindparam("member_id"))
+        cols = (q.period_at, q.recorded_at, q[column], q.event_id)
+        recent = select(*cols).where(*of_member, q.period_at >= start)
+        late = select(*cols).where(
+            *of_member, q.period_at < checkpoint("period_start"), q.recorded_at > checkpoint("seen_upto")
+        )
+        both = union_all(recent, late).subquery()
+        stmt = _SINCE_CHECKPOINT[column] = select(both).order_by(both.c.recorded_at, both.c.event_id)
+    return stmt
+
+
 def _qualification_stmt(column: str) -> Any:
     """The member's rows of ``column``, oldest recorded first (built once per column)."""
     stmt = _QUALIFICATION_ROWS.get(column)
@@ -214,7 +273,7 @@ def _qualification_stmt(column: str) -> Any:
                 qualifications.c.merchant_id == bindparam("merchant_id"),
                 qualifications.c.member_id == bindparam("member_id"),
             )
-            .order_by(qualifications.c.recorded_at)
+            .order_by(qualifications.c.recorded_at, qualifications.c.event_id)
         )
     return stmt
 

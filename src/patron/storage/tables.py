@@ -237,7 +237,30 @@ qualifications = Table(
     Column("status_miles", BigInteger, nullable=False, server_default="0"),
     Column("segments", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("merchant_id", "event_id"),
-    Index(None, "merchant_id", "member_id", "period_at"),
+    # recorded_at too: an event reads its member's rows from a tier checkpoint's period on, and
+    # older rows recorded after the checkpoint, the latter filtered in the index
+    Index(None, "merchant_id", "member_id", "period_at", "recorded_at"),
+)
+
+# Where a member's tier fold can resume (domain.tiers.Checkpoint): a cache of their history,
+# one row a member, replaced when a later period is placed; ``key`` is a digest of what the
+# fold depends on besides the rows (tier rules, time zone, enrolment, assignments), and a row
+# whose key differs is ignored.
+tier_checkpoints = Table(
+    "tier_checkpoints",
+    metadata,
+    Column("merchant_id", ID, nullable=False),
+    Column("member_id", ID, nullable=False),
+    Column("key", String(64), nullable=False),
+    _ts("period_start"),
+    Column("earned_id", String(100)),
+    Column("level_id", String(100)),
+    _ts("since"),
+    Column("reason", Text, nullable=False),
+    _ts("seen_upto"),
+    _ts("written_at"),
+    PrimaryKeyConstraint("merchant_id", "member_id"),
+    ForeignKeyConstraint(["merchant_id", "member_id"], ["members.merchant_id", "members.id"]),
 )
 
 journals = Table(

@@ -5,9 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
-from patron.storage.tables import member_milestones, members, qualifications, tier_assignments
+from patron.storage.tables import (
+    member_milestones,
+    members,
+    qualifications,
+    tier_assignments,
+    tier_checkpoints,
+)
 
 #: a member's tier assignments, oldest first (built once: every event with tiers reads them)
 ASSIGNMENTS_OF = (
@@ -23,6 +29,52 @@ ASSIGNMENTS_OF = (
 def assignments_of(conn: Connection, merchant_id: str, member_id: str) -> list[dict[str, Any]]:
     params = {"merchant_id": merchant_id, "member_id": member_id}
     return [dict(r) for r in conn.execute(ASSIGNMENTS_OF, params).mappings()]
+
+
+#: a member's tier checkpoint (built once: every event with tiers reads it)
+CHECKPOINT_OF = select(tier_checkpoints).where(
+    tier_checkpoints.c.merchant_id == bindparam("merchant_id"),
+    tier_checkpoints.c.member_id == bindparam("member_id"),
+)
+
+
+def checkpoint_of(conn: Connection, merchant_id: str, member_id: str) -> dict[str, Any] | None:
+    found = (
+        conn.execute(CHECKPOINT_OF, {"merchant_id": merchant_id, "member_id": member_id}).mappings().first()
+    )
+    return dict(found) if found else None
+
+
+def save_checkpoint(conn: Connection, values: dict[str, Any]) -> None:
+    """The member's checkpoint becomes ``values`` (the caller holds the member's lock)."""
+    conn.execute(
+        delete(tier_checkpoints).where(
+            tier_checkpoints.c.merchant_id == values["merchant_id"],
+            tier_checkpoints.c.member_id == values["member_id"],
+        )
+    )
+    conn.execute(insert(tier_checkpoints), values)
+
+
+def drop_checkpoints_before(conn: Connection, merchant_id: str, earliest: dict[str, datetime]) -> None:
+    """Drop the checkpoints that rows just written void: of each member in ``earliest``, the one
+    whose period starts after their earliest new row (their next fold starts from enrolment and
+    takes a new one). One statement on a batch's members (those with a checkpoint are few)."""
+    ids = list(earliest)
+    for i in range(0, len(ids), 1000):
+        chunk = ids[i : i + 1000]
+        found = conn.execute(
+            select(tier_checkpoints.c.member_id, tier_checkpoints.c.period_start).where(
+                tier_checkpoints.c.merchant_id == merchant_id, tier_checkpoints.c.member_id.in_(chunk)
+            )
+        ).all()
+        void = [m for m, start in found if earliest[m] < start]
+        if void:
+            conn.execute(
+                delete(tier_checkpoints).where(
+                    tier_checkpoints.c.merchant_id == merchant_id, tier_checkpoints.c.member_id.in_(void)
+                )
+            )
 
 
 def insert_assignment(conn: Connection, values: dict[str, Any]) -> None:

@@ -1,0 +1,146 @@
+"""Tier checkpoints: an event folds its member's tier from the start of the current period,
+not from enrolment, and every way of changing an earlier period (a back-dated purchase, a late
+return, an imported history, an assignment, new tier rules) still gives the tier a fold of the
+whole history gives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from patron.services import events, ingest, members, merchants, programs, tiers
+from patron.services.members import MemberCreate
+from patron.storage import events as events_repo
+from patron.storage import members as members_repo
+from patron.storage.tiers import checkpoint_of
+from tests.conftest import bean_rewards, purchase
+
+
+def spend(member_id: str, event_id: str, cents: int, at: str) -> dict[str, Any]:
+    line = {"id": "l1", "sku": "BEANS", "category": "retail", "quantity": 1, "unit_price": cents}
+    return purchase(member_id, event_id, [line], occurred_at=at)
+
+
+class Member:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        with engine.begin() as conn:
+            merchant, _ = merchants.create_merchant(conn, name="Checkpoint Co")
+            self.merchant = merchant["id"]
+            program = programs.create_program(conn, merchant_id=self.merchant, body=bean_rewards())
+            self.id = members.enrol(
+                conn, merchant_id=self.merchant, data=MemberCreate(program_id=program["id"])
+            )["id"]
+            self.member = members_repo.get_member(conn, self.merchant, self.id)
+
+    def event(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            result, created = events.record_event(conn, merchant_id=self.merchant, body=body)
+        assert created
+        return result
+
+    def tiers(self) -> tuple[str, str]:
+        """(the tier as members see it, the tier a fold of the whole history gives)."""
+        with self.engine.begin() as conn:
+            member = members_repo.get_member(conn, self.merchant, self.id)
+            assert member is not None
+            now = datetime.now(UTC)
+            program, _ = programs.program_at(
+                conn, merchant_id=self.merchant, program_id=member["program_id"], at=now
+            )
+            shown = tiers.tier_state(
+                conn, merchant_id=self.merchant, member=member, program=program, as_of=now
+            )
+            rows = tiers.qualification_rows(
+                conn, merchant_id=self.merchant, member_id=self.id, program=program
+            )
+            given = tiers.assignments(conn, merchant_id=self.merchant, member_id=self.id)
+            whole = tiers.evaluate(program, member, rows, now, given)
+        assert shown is not None and whole is not None and shown.level and whole.level
+        return shown.level.id, whole.level.id
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        with self.engine.begin() as conn:
+            return checkpoint_of(conn, self.merchant, self.id)
+
+    def rows_read(self) -> list[tuple[datetime, datetime, int, str]]:
+        """The qualification rows an event reads."""
+        with self.engine.begin() as conn:
+            _, rows, _, _ = events_repo.event_inputs(
+                conn, self.merchant, self.id, "none", column="spend", assignments=True
+            )
+        return rows
+
+
+def test_an_event_reads_only_the_current_period_and_its_tier_stays_that_of_the_whole_history(
+    engine: Engine,
+) -> None:
+    ann = Member(engine)
+    ann.event(spend(ann.id, "y24", 60000, "2024-05-01T10:00:00Z"))  # Gold in 2024, held through 2025
+    checkpoint = ann.checkpoint()
+    assert checkpoint is not None and checkpoint["period_start"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert checkpoint["level_id"] == "silver"  # nothing in 2025: one level down at its end
+    assert ann.tiers() == ("silver", "silver")
+
+    # a back-dated purchase in 2025 keeps her Gold: the checkpoint is taken again
+    result = ann.event(spend(ann.id, "y25", 55000, "2025-06-01T10:00:00Z"))
+    assert result["member"]["tier"]["id"] == "gold"
+    assert ann.checkpoint()["level_id"] == "gold"  # type: ignore[index]
+    assert ann.tiers() == ("gold", "gold")
+
+    for n in range(3):
+        ann.event(spend(ann.id, f"y26-{n}", 1000, f"2026-0{n + 3}-01T10:00:00Z"))
+    assert [r[2] for r in ann.rows_read()] == [1000, 1000, 1000]  # 2026 only
+
+    # a return of most of the 2025 purchase, recorded now: late for 2025's placement (she stays
+    # Gold), but the checkpoint moves on so that later events still read 2026 only
+    refund = {"id": "r25", "type": "refund", "member_id": ann.id, "refers_to": "y25", "amount": 40000}
+    assert ann.event(refund)["member"]["tier"]["id"] == "gold"
+    assert ann.tiers() == ("gold", "gold")
+    assert [r[2] for r in ann.rows_read()] == [1000, 1000, 1000]
+
+
+def test_an_imported_history_voids_the_checkpoint(engine: Engine) -> None:
+    bob = Member(engine)
+    bob.event(spend(bob.id, "y24", 60000, "2024-05-01T10:00:00Z"))
+    assert bob.checkpoint() is not None and bob.tiers() == ("silver", "silver")
+    with engine.begin() as conn:
+        [outcome] = ingest.record_purchases(
+            conn, merchant_id=bob.merchant, bodies=[spend(bob.id, "i25", 55000, "2025-06-01T10:00:00Z")]
+        )
+    assert outcome.error is None
+    assert bob.checkpoint() is None
+    assert bob.tiers() == ("gold", "gold")
+    bob.event(spend(bob.id, "y26", 1000, "2026-03-01T10:00:00Z"))  # and the next event takes one
+    assert bob.checkpoint()["level_id"] == "gold"  # type: ignore[index]
+
+
+def test_an_assignment_is_not_folded_from_an_old_checkpoint(engine: Engine) -> None:
+    cy = Member(engine)
+    cy.event(spend(cy.id, "y24", 60000, "2024-05-01T10:00:00Z"))
+    assert cy.tiers() == ("silver", "silver")
+    with engine.begin() as conn:
+        member = members_repo.get_member(conn, cy.merchant, cy.id)
+        assert member is not None
+        program, _ = programs.program_at(
+            conn, merchant_id=cy.merchant, program_id=member["program_id"], at=datetime.now(UTC)
+        )
+        tiers.assign(
+            conn,
+            merchant_id=cy.merchant,
+            member=member,
+            program=program,
+            tier_id="gold",
+            reason="vip",
+            until=None,
+        )
+    assert cy.tiers() == ("gold", "gold")
+    before = cy.checkpoint()
+    assert before is not None and before["level_id"] == "silver"
+    result = cy.event(spend(cy.id, "y26", 1000, "2026-03-01T10:00:00Z"))
+    assert result["member"]["tier"]["id"] == "gold"
+    after = cy.checkpoint()  # taken again under the assignment: its key says what it holds for
+    assert after is not None and after["key"] != before["key"]
+    assert cy.tiers() == ("gold", "gold")
