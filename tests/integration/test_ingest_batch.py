@@ -519,7 +519,10 @@ def test_the_tier_tracker_agrees_with_folding_the_whole_history(seed: int) -> No
     given = [Assignment("silver", START + timedelta(days=300))] if seed % 5 == 4 else []
     now = datetime(2026, 11, 20, tzinfo=UTC)
     m = ingest._Member(member, ingest.Balances(), {}, given)
-    m.earning, m.shown = ingest._Tiers(program, member, given), ingest._Tiers(program, member, given)
+    m.earning, m.shown = (
+        ingest._Tiers(program, member, given, None),
+        ingest._Tiers(program, member, given, None),
+    )
     rows: list[QualRow] = []
     at = START if seed % 2 else datetime(2026, 1, 1, tzinfo=UTC)  # odd: across periods
     for _ in range(150):

@@ -144,3 +144,33 @@ def test_an_assignment_is_not_folded_from_an_old_checkpoint(engine: Engine) -> N
     after = cy.checkpoint()  # taken again under the assignment: its key says what it holds for
     assert after is not None and after["key"] != before["key"]
     assert cy.tiers() == ("gold", "gold")
+
+
+def test_an_import_reads_from_the_checkpoint_and_moves_it_on(engine: Engine) -> None:
+    """A nightly import for a member with a history: the batch path resumes from their
+    checkpoint, shows the tier a whole fold gives, and keeps the checkpoint; a batch with an
+    older purchase in it takes the whole history."""
+    dee = Member(engine)
+    dee.event(spend(dee.id, "y24", 60000, "2024-05-01T10:00:00Z"))
+    dee.event(spend(dee.id, "y25", 55000, "2025-06-01T10:00:00Z"))
+    kept = dee.checkpoint()
+    assert kept is not None and kept["level_id"] == "gold"
+
+    def load(*bodies: dict[str, Any]) -> list[str]:
+        with engine.begin() as conn:
+            outcomes = ingest.record_purchases(conn, merchant_id=dee.merchant, bodies=list(bodies))
+        assert all(o.error is None and o.result is not None for o in outcomes)
+        return [o.result["member"]["tier"]["id"] for o in outcomes if o.result]
+
+    assert load(*(spend(dee.id, f"n{n}", 1000, f"2026-04-0{n + 1}T10:00:00Z") for n in range(3))) == ["gold"] * 3
+    assert dee.checkpoint() == kept  # nothing placed since: the same checkpoint
+    assert dee.tiers() == ("gold", "gold")
+    # an import that reaches back into 2025 with a return: whole history, and still right
+    refund = {"id": "r25", "type": "refund", "member_id": dee.id, "refers_to": "y25", "amount": 54000}
+    dee.event(refund)
+    older = spend(dee.id, "old", 100, "2025-02-01T10:00:00Z")
+    assert load(older, spend(dee.id, "new", 100, "2026-05-01T10:00:00Z")) == ["gold", "gold"]
+    assert dee.tiers() == ("gold", "gold")
+    assert dee.checkpoint() is None  # the batch's 2025 row voided it; the next fold takes one
+    dee.event(spend(dee.id, "y26", 1000, "2026-06-01T10:00:00Z"))
+    assert dee.checkpoint() is not None and dee.tiers() == ("gold", "gold")

@@ -69,7 +69,7 @@ from patron.domain.errors import IdempotencyConflict, PatronError
 from patron.domain.expiry import lot_times
 from patron.domain.ledger import Account, Balances, credit
 from patron.domain.program import Program, RuleType
-from patron.domain.tiers import Assignment, QualRow, TierState
+from patron.domain.tiers import Assignment, Checkpoint, QualRow, TierState
 from patron.services import outbox
 from patron.services.clock import utcnow
 from patron.services.event_schema import EventIn
@@ -84,9 +84,10 @@ from patron.services.events import (
 from patron.services.members import PUBLIC_FIELDS
 from patron.services.merchants import ensure_location
 from patron.services.programs import program_at
-from patron.services.tiers import METRIC_COLUMN, assignment_of, tier_summary
+from patron.services.tiers import METRIC_COLUMN, assignment_of, checkpoint_row, resume_point, tier_summary
 from patron.storage import ingest as repo
 from patron.storage import outbox as outbox_repo
+from patron.storage import programs as programs_repo
 from patron.storage import tiers as tier_repo
 from patron.storage.ids import Ids
 from patron.storage.integrations import savepoint
@@ -124,6 +125,8 @@ class _Member:
     shown: _Tiers | None = None  # the tier after each event, as the result shows it
     view: dict[str, Any] | None = None  # the member's fields in every result, as JSON
     view_text: str = ""  # ``json.dumps(view)`` without its closing brace
+    resume: Checkpoint | None = None  # where their tier folds start (None: enrolment)
+    tiers_of: Program | None = None  # the program whose tier rules ``resume`` was taken under
     tier_text: tuple[dict[str, Any] | None, str] | None = None  # the last tier shown, and as JSON
 
 
@@ -143,6 +146,7 @@ class _Writes:
     outbox: list[tuple[str, str, datetime, str]] = field(default_factory=list)  # type, member, at, data
     deltas: dict[str, Balances] = field(default_factory=dict)
     earliest: dict[str, datetime] = field(default_factory=dict)  # each member's oldest period_at
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # tier checkpoints moved on
     earned: dict[Any, earning.EarnResult] = field(default_factory=dict)  # earn() is pure: memo
     texts: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)  # earn results' JSON
     ids: Ids = field(default_factory=Ids)
@@ -159,9 +163,12 @@ class _Tiers:
     time is the newest in the period being folded and inside it. Anything else asks ``evaluate``
     again."""
 
-    def __init__(self, program: Program, member: dict[str, Any], given: list[Assignment]) -> None:
+    def __init__(
+        self, program: Program, member: dict[str, Any], given: list[Assignment], resume: Checkpoint | None
+    ) -> None:
         tiers = program.tiers
-        self.program, self.member, self.given = program, member, given
+        self.program, self.member, self.given, self.resume = program, member, given, resume
+        self.checkpoint = resume  # the latest a fold gave
         self.tiers = tiers
         self.tz = ZoneInfo(program.timezone)
         self.simple = (
@@ -193,14 +200,20 @@ class _Tiers:
         """``services.tiers.evaluate`` (the time zone parsed once)."""
         if self.tiers is None or not self.tiers.levels:
             return None
-        return tier_rules.evaluate(
+        state, _, checkpoint = tier_rules.fold(
             self.tiers,
             rows,
             as_of=as_of,
             tz=self.tz,
             enrolled_at=self.member["enrolled_at"],
             assignments=self.given or (),
+            resume=self.resume,
         )
+        if checkpoint is not None and (
+            self.checkpoint is None or checkpoint.period_start >= self.checkpoint.period_start
+        ):
+            self.checkpoint = checkpoint
+        return state
 
     def add(self, value: int, at: datetime, newest: datetime | None) -> None:
         """Fold one more row ``(at, at, value)`` into the state held (``at`` no later than its
@@ -326,6 +339,7 @@ def _record_purchases(conn: Connection, merchant_id: str, bodies: Sequence[Any])
     fast: dict[str, _Member] = {}
     member_of: dict[int, str] = {}
     programs: dict[tuple[str, datetime], tuple[Program, int]] = {}
+    latest: dict[str, int] = {}  # program id -> its latest version number
     fastness: dict[int, bool] = {}
     for it in items:
         if it.ev.id in recorded and it.index not in repeats:
@@ -339,7 +353,9 @@ def _record_purchases(conn: Connection, merchant_id: str, bodies: Sequence[Any])
         if it.index in repeats:
             continue  # settled below, once it is known how its first body went
         try:
-            program, _ = _program_at(conn, programs, merchant_id, member["program_id"], it.occurred_at)
+            program, _ = _program_at(
+                conn, programs, latest, merchant_id, member["program_id"], it.occurred_at
+            )
         except PatronError:
             slow.add(it.index)
             slow_members.add(member["id"])
@@ -390,6 +406,7 @@ def _record_purchases(conn: Connection, merchant_id: str, bodies: Sequence[Any])
                 result = _earn(writes, merchant_id, entry, program, version, it, now)
                 out[it.index].created, out[it.index].result = True, result
             writes.deltas[entry.row["id"]] = _minus(entry.balances, before)
+            _checkpoint(writes, merchant_id, entry, now)
         try:
             with savepoint(conn):
                 _write(conn, merchant_id, writes, now)
@@ -437,14 +454,21 @@ def _replay(outcome: Outcome, it: _Item, digest: str, result: dict[str, Any]) ->
 def _program_at(
     conn: Connection,
     cache: dict[tuple[str, datetime], tuple[Program, int]],
+    latest: dict[str, int],
     merchant_id: str,
     program_id: str,
     at: datetime,
 ) -> tuple[Program, int]:
+    """``program_at``, its versions' times read once a batch (not once an instant)."""
     key = (program_id, at)
     found = cache.get(key)
     if found is None:
-        found = cache[key] = program_at(conn, merchant_id=merchant_id, program_id=program_id, at=at)
+        number = latest.get(program_id)
+        if number is None:
+            number = latest[program_id] = programs_repo.latest_version_number(conn, merchant_id, program_id)
+        found = cache[key] = program_at(
+            conn, merchant_id=merchant_id, program_id=program_id, at=at, latest=number
+        )
     return found
 
 
@@ -468,30 +492,88 @@ def _load_tier_inputs(
     fast: dict[str, _Member],
     programs: dict[tuple[str, datetime], tuple[Program, int]],
 ) -> None:
+    """Each member's qualification rows, assignments and, where the batch's events fall under
+    one set of tier rules, their tier checkpoint: the rows from it on when it holds for their
+    earliest event in the batch, else their whole history."""
     by_program: dict[str, list[str]] = {}
     for member_id, entry in fast.items():
         by_program.setdefault(entry.row["program_id"], []).append(member_id)
     for program_id, member_ids in by_program.items():
-        metrics = {
-            p.tiers.metric
+        tiered = [
+            p
             for (pid, _), (p, _) in programs.items()
             if pid == program_id and p.tiers is not None and p.tiers.levels
-        }
-        if not metrics:
+        ]
+        if not tiered:
             continue
+        metrics = {p.tiers.metric for p in tiered if p.tiers is not None}
+        single = tiered[0] if all(_same_tiers(p, tiered[0]) for p in tiered) else None
         for at in range(0, len(member_ids), TIER_CHUNK):
             chunk = member_ids[at : at + TIER_CHUNK]
+            given = tier_repo.assignments_of_program(conn, merchant_id, program_id, chunk)
+            stored = tier_repo.checkpoints_of(conn, merchant_id, chunk) if single is not None else {}
             rows = {
-                metric: repo.qualification_rows(conn, merchant_id, chunk, METRIC_COLUMN[metric])
+                metric: repo.qualification_rows(
+                    conn, merchant_id, chunk, METRIC_COLUMN[metric], since_checkpoint=bool(stored)
+                )
                 for metric in metrics
             }
-            given = tier_repo.assignments_of_program(conn, merchant_id, program_id, chunk)
+            whole = []
             for member_id in chunk:
                 entry = fast[member_id]
                 entry.rows = {metric: rows[metric].get(member_id, []) for metric in metrics}
                 entry.given = [assignment_of(a) for a in given.get(member_id, ())]
+                found = stored.get(member_id)
+                if found is None or single is None or single.tiers is None:
+                    continue
+                first = min(it.occurred_at for it in entry.items)
+                mine = entry.rows[single.tiers.metric]
+                entry.resume = resume_point(single, entry.row, entry.given, found, mine, first)
+                if entry.resume is None:
+                    whole.append(member_id)  # it does not hold: the whole history, as without one
+                else:
+                    entry.tiers_of = single
+            if whole:
+                full = {
+                    metric: repo.qualification_rows(conn, merchant_id, whole, METRIC_COLUMN[metric])
+                    for metric in metrics
+                }
+                for member_id in whole:
+                    fast[member_id].rows = {metric: full[metric].get(member_id, []) for metric in metrics}
+            for member_id in chunk:
+                entry = fast[member_id]
                 times = [r.recorded_at for kept in entry.rows.values() for r in kept]
                 entry.newest = max(times) if times else None
+
+
+def _same_tiers(a: Program, b: Program) -> bool:
+    """Whether a tier fold under ``a`` is one under ``b`` (the rules and the time zone)."""
+    return a is b or (a.tiers == b.tiers and a.timezone == b.timezone)
+
+
+def _checkpoint(w: _Writes, merchant_id: str, m: _Member, now: datetime) -> None:
+    """Keep the member's latest checkpoint to store with the batch, when the batch's own rows
+    (all written with it) are of its period or later and it moved on."""
+    trackers = [t for t in (m.earning, m.shown) if t is not None and t.checkpoint is not None]
+    if not trackers:
+        return
+    latest = max(trackers, key=lambda t: t.checkpoint.period_start if t.checkpoint else _EPOCH)
+    checkpoint = latest.checkpoint
+    assert checkpoint is not None
+    member_id = m.row["id"]
+    earliest = w.earliest.get(member_id)
+    if checkpoint == m.resume or (earliest is not None and earliest < checkpoint.period_start):
+        return
+    w.checkpoints.append(
+        checkpoint_row(
+            merchant_id=merchant_id,
+            program=latest.program,
+            member=m.row,
+            given=m.given,
+            checkpoint=checkpoint,
+            now=now,
+        )
+    )
 
 
 #: members whose tier inputs are read at once (``storage.tiers`` reads the whole program's
@@ -528,7 +610,9 @@ def _earn(
     metric = program.tiers.metric if program.tiers is not None and program.tiers.levels else None
     rows = m.rows.get(metric, []) if metric else []
     if metric and (m.earning is None or m.earning.program is not program):
-        m.earning, m.shown = _Tiers(program, member, m.given), _Tiers(program, member, m.given)
+        resume = m.resume if m.tiers_of is not None and _same_tiers(m.tiers_of, program) else None
+        m.earning = _Tiers(program, member, m.given, resume)
+        m.shown = _Tiers(program, member, m.given, resume)
     state = m.earning.at(rows, at, m.newest) if metric and m.earning else None
     tier = state.level if state else None
     tier_id = tier.id if tier else None
@@ -770,8 +854,12 @@ def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> Non
     ):
         repo.insert_rows(conn, table, rows)
     repo.add_to_balances(conn, merchant_id, w.deltas)
-    if w.earliest:  # a row of a period before a member's tier checkpoint voids it
-        tier_repo.drop_checkpoints_before(conn, merchant_id, w.earliest)
+    saved = {r["member_id"] for r in w.checkpoints}
+    voiding = {m: at for m, at in w.earliest.items() if m not in saved}
+    if voiding:  # a row of a period before a member's tier checkpoint voids it
+        tier_repo.drop_checkpoints_before(conn, merchant_id, voiding)
+    if w.checkpoints:
+        tier_repo.replace_checkpoints(conn, merchant_id, w.checkpoints)
     if w.outbox:  # each member's stream goes on from its last number, in the batch's order
         last = outbox_repo.last_sequences(conn, merchant_id, {member for _, member, _, _ in w.outbox})
         value = w.values.instant

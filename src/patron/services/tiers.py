@@ -143,6 +143,30 @@ def resume_point(
     return checkpoint if rules.resumable(checkpoint, rows, as_of) else None
 
 
+def checkpoint_row(
+    *,
+    merchant_id: str,
+    program: Program,
+    member: dict[str, Any],
+    given: list[rules.Assignment],
+    checkpoint: rules.Checkpoint,
+    now: datetime,
+) -> dict[str, Any]:
+    """The member's checkpoint as ``storage.tiers`` stores it."""
+    return {
+        "merchant_id": merchant_id,
+        "member_id": member["id"],
+        "key": checkpoint_key(program, member, given),
+        "period_start": checkpoint.period_start,
+        "earned_id": checkpoint.earned_id,
+        "level_id": checkpoint.level_id,
+        "since": checkpoint.since,
+        "reason": checkpoint.reason,
+        "seen_upto": checkpoint.seen_upto,
+        "written_at": now,
+    }
+
+
 def save_checkpoint(
     conn: Connection,
     *,
@@ -156,18 +180,14 @@ def save_checkpoint(
     """Store the member's checkpoint (the caller holds the member's lock)."""
     repo.save_checkpoint(
         conn,
-        {
-            "merchant_id": merchant_id,
-            "member_id": member["id"],
-            "key": checkpoint_key(program, member, given),
-            "period_start": checkpoint.period_start,
-            "earned_id": checkpoint.earned_id,
-            "level_id": checkpoint.level_id,
-            "since": checkpoint.since,
-            "reason": checkpoint.reason,
-            "seen_upto": checkpoint.seen_upto,
-            "written_at": now,
-        },
+        checkpoint_row(
+            merchant_id=merchant_id,
+            program=program,
+            member=member,
+            given=given,
+            checkpoint=checkpoint,
+            now=now,
+        ),
     )
 
 

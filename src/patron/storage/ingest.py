@@ -239,12 +239,21 @@ def referees_with_referral(conn: Connection, merchant_id: str, member_ids: Itera
 
 
 def qualification_rows(
-    conn: Connection, merchant_id: str, member_ids: Sequence[str], column: str
+    conn: Connection,
+    merchant_id: str,
+    member_ids: Sequence[str],
+    column: str,
+    *,
+    since_checkpoint: bool = False,
 ) -> dict[str, list[QualRow]]:
     """The members' qualification rows with a value in ``column`` (a metric's column), by member,
     oldest recorded first: ``storage.tiers.program_qualification_rows`` for members of one
     program, read through the driver (no value processor per cell: each distinct instant is
-    converted once, as ``UTCDateTime`` converts it)."""
+    converted once, as ``UTCDateTime`` converts it).
+
+    ``since_checkpoint``: of a member with a tier checkpoint, only the rows that
+    ``storage.events.qualification_rows_since_checkpoint`` reads (its period on, and older rows
+    recorded after it)."""
     if column not in ("spend", "status_points", "visits", "status_miles", "segments"):
         raise ValueError(f"not a qualification metric: {column}")
     out: dict[str, list[QualRow]] = {}
@@ -260,19 +269,33 @@ def qualification_rows(
         return found
 
     wanted = sorted(set(member_ids))
-    select_from = (
-        f"SELECT member_id, period_at, recorded_at, {column} FROM qualifications "
-        f"WHERE merchant_id = %(m)s AND {column} <> 0 AND member_id "
-    )
-    order = " ORDER BY member_id, recorded_at"
+    parts = [
+        f"SELECT q.member_id, q.period_at, q.recorded_at, q.{column} FROM qualifications q "
+        f"WHERE q.merchant_id = %(m)s AND q.{column} <> 0 AND q.member_id {{among}}"
+    ]
+    if since_checkpoint:
+        parts[0] += (
+            " AND NOT EXISTS (SELECT 1 FROM tier_checkpoints c"
+            " WHERE c.merchant_id = q.merchant_id AND c.member_id = q.member_id)"
+        )
+        parts += [
+            f"SELECT q.member_id, q.period_at, q.recorded_at, q.{column} FROM tier_checkpoints c "
+            f"JOIN qualifications q ON q.merchant_id = c.merchant_id AND q.member_id = c.member_id "
+            f"AND {where} WHERE c.merchant_id = %(m)s AND c.member_id {{among}} AND q.{column} <> 0"
+            for where in (
+                "q.period_at >= c.period_start",
+                "q.period_at < c.period_start AND q.recorded_at > c.seen_upto",
+            )
+        ]
+    template = " UNION ALL ".join(parts) + " ORDER BY 1, 3"
     queries: list[tuple[str, Any]]
     if conn.dialect.name == "postgresql":
-        queries = [(select_from + "= ANY(%(ids)s)" + order, {"m": merchant_id, "ids": wanted})]
+        queries = [(template.format(among="= ANY(%(ids)s)"), {"m": merchant_id, "ids": wanted})]
     else:
         queries = [
             (
-                (select_from + f"IN ({', '.join('?' for _ in chunk)})" + order).replace("%(m)s", "?"),
-                (merchant_id, *chunk),
+                template.format(among=f"IN ({', '.join('?' for _ in chunk)})").replace("%(m)s", "?"),
+                (merchant_id, *chunk) * len(parts),
             )
             for chunk in _chunks(wanted)
         ]

@@ -47,13 +47,32 @@ def checkpoint_of(conn: Connection, merchant_id: str, member_id: str) -> dict[st
 
 def save_checkpoint(conn: Connection, values: dict[str, Any]) -> None:
     """The member's checkpoint becomes ``values`` (the caller holds the member's lock)."""
-    conn.execute(
-        delete(tier_checkpoints).where(
-            tier_checkpoints.c.merchant_id == values["merchant_id"],
-            tier_checkpoints.c.member_id == values["member_id"],
+    replace_checkpoints(conn, values["merchant_id"], [values])
+
+
+def checkpoints_of(conn: Connection, merchant_id: str, member_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The checkpoints of ``member_ids`` that have one, by member."""
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(member_ids), 1000):
+        stmt = select(tier_checkpoints).where(
+            tier_checkpoints.c.merchant_id == merchant_id,
+            tier_checkpoints.c.member_id.in_(member_ids[i : i + 1000]),
         )
-    )
-    conn.execute(insert(tier_checkpoints), values)
+        out.update((r["member_id"], dict(r)) for r in conn.execute(stmt).mappings())
+    return out
+
+
+def replace_checkpoints(conn: Connection, merchant_id: str, rows: list[dict[str, Any]]) -> None:
+    """Each member's checkpoint becomes their row in ``rows`` (the caller holds their locks)."""
+    for i in range(0, len(rows), 1000):
+        chunk = rows[i : i + 1000]
+        conn.execute(
+            delete(tier_checkpoints).where(
+                tier_checkpoints.c.merchant_id == merchant_id,
+                tier_checkpoints.c.member_id.in_([r["member_id"] for r in chunk]),
+            )
+        )
+        conn.execute(insert(tier_checkpoints), chunk)
 
 
 def drop_checkpoints_before(conn: Connection, merchant_id: str, earliest: dict[str, datetime]) -> None:
