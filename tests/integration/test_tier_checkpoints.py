@@ -162,7 +162,9 @@ def test_an_import_reads_from_the_checkpoint_and_moves_it_on(engine: Engine) -> 
         assert all(o.error is None and o.result is not None for o in outcomes)
         return [o.result["member"]["tier"]["id"] for o in outcomes if o.result]
 
-    assert load(*(spend(dee.id, f"n{n}", 1000, f"2026-04-0{n + 1}T10:00:00Z") for n in range(3))) == ["gold"] * 3
+    assert (
+        load(*(spend(dee.id, f"n{n}", 1000, f"2026-04-0{n + 1}T10:00:00Z") for n in range(3))) == ["gold"] * 3
+    )
     assert dee.checkpoint() == kept  # nothing placed since: the same checkpoint
     assert dee.tiers() == ("gold", "gold")
     # an import that reaches back into 2025 with a return: whole history, and still right
