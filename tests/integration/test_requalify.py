@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from patron.domain import tiers as rules
 from patron.services import merchants, programs
@@ -23,6 +24,7 @@ from patron.services import requalify as job
 from patron.services.jobs import run_job
 from patron.services.programs import program_at
 from patron.services.tiers import assignments, qualification_rows
+from patron.storage.outbox import outbox_events
 from patron.storage.tables import members, qualifications, tier_assignments, tier_changes
 from tests.conftest import bean_rewards
 
@@ -174,6 +176,33 @@ def recorded(engine: Engine, m: str) -> set[tuple[str, datetime, str, str | None
         return {tuple(r) for r in rows}  # type: ignore[misc]
 
 
+def announced(engine: Engine, m: str) -> set[tuple[str, datetime, str, str | None, str]]:
+    """The ``tier.changed`` events of period ends, as changes; every member's stream numbered
+    1, 2, 3... without a gap or a repeat."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(
+                outbox_events.c.member_id,
+                outbox_events.c.seq,
+                outbox_events.c.type,
+                outbox_events.c.occurred_at,
+                outbox_events.c.data,
+            )
+            .where(outbox_events.c.merchant_id == m)
+            .order_by(outbox_events.c.member_id, outbox_events.c.seq)
+        ).all()
+    streams: dict[str, list[int]] = {}
+    for member_id, seq, _, _, _ in rows:
+        streams.setdefault(member_id, []).append(seq)
+    assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in streams.values())
+    out = set()
+    for member_id, _, kind, at, data in rows:
+        if kind == "tier.changed" and data["cause"] == "period_end":
+            out.add((member_id, at, data["to"], data["from"], data["reason"]))
+    assert len(out) == sum(1 for r in rows if r[2] == "tier.changed" and r[4]["cause"] == "period_end")
+    return out
+
+
 CASES = [("calendar_year", seed) for seed in range(6)] + [("anniversary", 0), ("rolling_12_months", 0)]
 
 
@@ -188,6 +217,7 @@ def test_the_job_records_what_the_fold_derives(
     first = run_job(engine, "requalify-tiers", as_of=AS_OF, merchant_id=m)
     got = recorded(engine, m)
     assert got == want
+    assert announced(engine, m) == want  # each change announced once, in its member's stream
     if period == "rolling_12_months":
         assert not want  # a rolling window has no period ends
     elif movable(tiers_of(engine, m, p)):
@@ -195,3 +225,32 @@ def test_the_job_records_what_the_fold_derives(
     assert first.lots == len(want) and first.members == len({c[0] for c in want})
     again = run_job(engine, "requalify-tiers", as_of=AS_OF, merchant_id=m)
     assert (again.members, again.lots) == (0, 0)
+
+
+def test_a_batch_whose_events_clash_is_recorded_and_announced_one_by_one(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a batch's changes and their events are one statement; when an event cannot
+    be appended so (here: an id already taken, as a concurrent writer taking a stream's next
+    number makes it fail), the batch is recorded and announced as on SQLite, nothing lost and
+    nothing twice."""
+    rng = random.Random(3)
+    m, p = populate(engine, rng, 60, "calendar_year")
+    want = expected(engine, m, p)
+    assert want
+    real, clashed = job.sql.record_changes, []
+
+    def clashing(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        rows = real(*args, **kwargs)  # written, then the statement fails as a clash makes it fail
+        if kwargs.get("announce") is not None:
+            clashed.append(len(rows))
+            raise IntegrityError("INSERT INTO outbox_events", {}, Exception("duplicate key value"))
+        return rows
+
+    monkeypatch.setattr(job.sql, "record_changes", clashing)
+    monkeypatch.setattr(job, "BATCH", 25)
+    result = run_job(engine, "requalify-tiers", as_of=AS_OF, merchant_id=m)
+    assert recorded(engine, m) == want
+    assert announced(engine, m) == want
+    assert result.lots == len(want)
+    assert bool(clashed) == (engine.dialect.name == "postgresql")

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from patron.domain import tiers as rules
 from patron.domain.program import Tiers
@@ -23,6 +25,9 @@ from patron.services.clock import utcnow
 from patron.services.tiers import METRIC_COLUMN
 from patron.storage import jobs as repo
 from patron.storage import requalify as sql
+from patron.storage.db import is_postgres
+from patron.storage.ids import time_head
+from patron.storage.integrations import savepoint
 
 #: members per transaction of the set-based statement
 BATCH = 20_000
@@ -99,7 +104,8 @@ def run_requalify(
                     if found is None:
                         break
                     last, size = found
-                    rows = sql.record_changes(
+                    record = partial(
+                        sql.record_changes,
                         conn,
                         merchant_id=m,
                         program_id=program_id,
@@ -111,7 +117,7 @@ def run_requalify(
                         now=utcnow(),
                         assigned=bool(folded),
                     )
-                    _announce(conn, m, rows)
+                    rows = _record_and_announce(conn, m, record)
                 members += len({r["member_id"] for r in rows})
                 changes += len(rows)
                 after = last
@@ -124,6 +130,23 @@ def run_requalify(
         )
         members, changes = members + by_fold[0], changes + by_fold[1]
     return members, changes
+
+
+def _record_and_announce(
+    conn: Connection, merchant_id: str, record: Callable[..., list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Record a batch's changes and announce each as ``tier.changed``: on PostgreSQL in the same
+    statement, unless a concurrent writer took one of the streams' next numbers meanwhile (then
+    as elsewhere: the changes, then their events appended in Python)."""
+    if is_postgres(conn):
+        try:
+            with savepoint(conn):
+                return record(announce=time_head("evt", utcnow()))
+        except IntegrityError:
+            pass
+    rows = record()
+    _announce(conn, merchant_id, rows)
+    return rows
 
 
 def _announce(conn: Connection, merchant_id: str, rows: list[dict[str, Any]]) -> None:

@@ -61,7 +61,13 @@ def derived_id(prefix: str, at: datetime, source: str) -> str:
     :func:`new_id` starts, so that it sorts among the others by that time, then 16 digits of a
     hash of ``source``. For a record a job may find due again: the second has the first's id."""
     digest = int.from_bytes(hashlib.md5(source.encode(), usedforsecurity=False).digest()[:10], "big")
-    return f"{prefix}_{_b32(int(at.timestamp() * 1000), 10)}{_b32(digest, 16)}"
+    return f"{time_head(prefix, at)}{_b32(digest, 16)}"
+
+
+def time_head(prefix: str, at: datetime) -> str:
+    """``prefix_`` and ``at``'s 10 digits of milliseconds: what an id made at ``at`` starts with
+    (a statement that names many rows adds 16 digits of its own)."""
+    return f"{prefix}_{_b32(int(at.timestamp() * 1000), 10)}"
 
 
 class Ids:

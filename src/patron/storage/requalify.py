@@ -140,10 +140,16 @@ def record_changes(
     run_id: str,
     now: datetime,
     assigned: bool = True,
+    announce: str | None = None,
 ) -> list[dict[str, Any]]:
     """Record the period-end changes of the program's members with ids in ``(lo, hi]`` (without
     tier assignments: ``assigned`` False says the program has none); the rows inserted (those not
-    recorded before)."""
+    recorded before).
+
+    ``announce`` (PostgreSQL): a ``type_`` head of new event ids (``storage.ids.time_head``);
+    the statement then also appends each change's ``tier.changed`` business event to its
+    member's stream (the next sequence numbers, in the changes' order). A concurrent writer
+    that took one of those numbers makes it fail with an ``IntegrityError``."""
     if plan.column not in COLUMNS:
         raise ValueError(f"unknown qualification column {plan.column}")
     n, decided = len(plan.ends), len(plan.decided)
@@ -217,6 +223,34 @@ c{k + 1} AS MATERIALIZED (
         f" FROM c{decided} WHERE f <= {k}"
         for k in periods
     )
+    record = f"""INSERT INTO tier_changes (merchant_id, member_id, at, to_tier, from_tier, reason, cause,
+    job_run_id, recorded_at)
+SELECT :m, member_id, {decided_at("k")}, {tier("placed")}, {tier("pre")}, :why || CAST(known AS TEXT),
+       'period_end', :run, :now
+FROM moved WHERE placed <> pre AND placed >= 0
+ON CONFLICT (merchant_id, member_id, at, to_tier) DO NOTHING
+RETURNING member_id, at, to_tier, from_tier, reason"""
+    if announce is not None:
+        params["head"] = announce
+        record = f""",
+recorded AS (
+{record}
+),
+announced AS (
+    INSERT INTO outbox_events (merchant_id, id, type, member_id, stream, seq, occurred_at, created_at, data)
+    SELECT :m,
+           :head || substr(md5(concat_ws('/', r.member_id, CAST(r.at AS text), r.to_tier, :run)), 1, 16),
+           'tier.changed', r.member_id, r.member_id,
+           coalesce((SELECT max(o.seq) FROM outbox_events o
+                     WHERE o.merchant_id = :m AND o.stream = r.member_id), 0)
+             + row_number() OVER (PARTITION BY r.member_id ORDER BY r.at, r.to_tier),
+           r.at, :now,
+           json_build_object('cause', 'period_end', 'from', r.from_tier, 'reason', r.reason, 'to', r.to_tier)
+    FROM recorded r
+)
+SELECT member_id, at, to_tier, from_tier, reason FROM recorded ORDER BY member_id, at, to_tier"""
+    else:
+        record = "\n" + record
     sql = f"""
 WITH
 q AS NOT MATERIALIZED (
@@ -256,14 +290,7 @@ c0 AS MATERIALIZED (
 ){chain},
 moved AS (
 {moved}
-)
-INSERT INTO tier_changes (merchant_id, member_id, at, to_tier, from_tier, reason, cause, job_run_id,
-    recorded_at)
-SELECT :m, member_id, {decided_at("k")}, {tier("placed")}, {tier("pre")}, :why || CAST(known AS TEXT),
-       'period_end', :run, :now
-FROM moved WHERE placed <> pre AND placed >= 0
-ON CONFLICT (merchant_id, member_id, at, to_tier) DO NOTHING
-RETURNING member_id, at, to_tier, from_tier, reason
+){record}
 """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL jit = off"))  # compiling this statement costs more than it saves
