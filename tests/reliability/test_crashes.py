@@ -7,9 +7,10 @@ harness that makes every commit slow (and jobs work in batches of 2), so that th
 between committed batches; the second run is the plain ``patron`` command.
 
 The PostgreSQL shutdown test stops and restarts the server, so it runs only when
-``PATRON_TEST_PG_CRASH=1`` (and PATRON_TEST_POSTGRES_URL names a server this machine controls);
+``PATRON_TEST_PG_CRASH=1`` (and PATRON_TEST_POSTGRES_URL names a server this machine controls;
+``.ci/run`` sets it), in the run of tests that have the database to themselves;
 ``PATRON_TEST_PG_CTL`` is the command before ``stop``/``start`` (default
-``pg_ctlcluster --skip-systemctl-redirect 15 main``).
+``pg_ctlcluster --skip-systemctl-redirect <the version in /etc/postgresql> main``).
 """
 
 from __future__ import annotations
@@ -266,14 +267,25 @@ def test_kill_9_in_the_middle_of_a_job_then_again_does_everything_once(
 # ---------------------------------------------------------------- PostgreSQL stopped under load
 
 
+def _pg_ctl() -> list[str]:
+    given = os.environ.get("PATRON_TEST_PG_CTL")
+    if given:
+        return shlex.split(given)
+    versions = (
+        sorted(p.name for p in Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").is_dir() else []
+    )
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1] if versions else "15", "main"]
+
+
 @pytest.mark.slow
+@pytest.mark.exclusive  # the server stops: nothing else may be using it
 @pytest.mark.skipif(os.environ.get("PATRON_TEST_PG_CRASH") != "1", reason="set PATRON_TEST_PG_CRASH=1")
 def test_postgresql_immediate_shutdown_under_load_loses_no_acknowledged_event(
     engine: Engine, db_url: str
 ) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("stops the PostgreSQL server")
-    ctl = shlex.split(os.environ.get("PATRON_TEST_PG_CTL", "pg_ctlcluster --skip-systemctl-redirect 15 main"))
+    ctl = _pg_ctl()
     shop = make_shop(engine, members_count=8, name="Power Cut")
     m = shop.merchant_id
     load = make_engine(db_url, pool_size=10, max_overflow=0)
