@@ -39,6 +39,7 @@ SIZES = {
         "clv_customers": 100_000,
         "import_rows": 1_000,
         "prune_events": 20_000,
+        "history_purchases": 500,
         "analytics_purchases": 20_000,
         "analytics_members": 2_000,
     },
@@ -52,6 +53,7 @@ SIZES = {
         "clv_customers": 100_000,
         "import_rows": 1_000_000,
         "prune_events": 1_000_000,
+        "history_purchases": 2_000,
         "analytics_purchases": 1_000_000,
         "analytics_members": 100_000,
     },
@@ -145,6 +147,15 @@ def table(results: dict[str, Any]) -> str:
             r,
             "p99 growth <= 1.2",
             f"p99 {r['p99_ms_small_ledger']} -> {r['p99_ms_large_ledger']} ms (x{r['p99_growth']})",
+        )
+    if "postgres" in results.get("earn_history", {}):
+        r = results["earn_history"]["postgres"]
+        add(
+            "earn_history",
+            r,
+            "(orientation)",
+            f"{r['ms_per_event_history']} vs {r['ms_per_event_fresh']} ms an event "
+            f"({r['prior_purchases']:,} earlier)",
         )
     if "postgres" in results.get("analytics", {}):
         r = results["analytics"]["postgres"]
@@ -256,6 +267,16 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| prune-outbox | | | | | {pr['events']:,} events, deliveries and attempts past the "
             f"retention in {pr['seconds']} s ({pr['events_per_s']:,.0f} events/s) | | PostgreSQL |"
+        )
+    h = results.get("earn_history", {}).get("postgres")
+    if h:
+        row(
+            "earn_history",
+            h,
+            "(orientation: 1.0 flat)",
+            f"{h['ms_per_event_history']} ms an event, {h['prior_purchases']:,} earlier purchases",
+            f"{h['ms_per_event_fresh']} ms an event, none",
+            "PostgreSQL, in process (`record_event`)",
         )
     a = results.get("analytics", {}).get("postgres")
     if a:
@@ -416,6 +437,11 @@ def main() -> None:
         save()
         reset_postgres(url)
         results["prune_outbox"] = suite_extra.prune_outbox(url, size["prune_events"])
+        save()
+        reset_postgres(url)
+        results["earn_history"] = {
+            "postgres": suite_extra.earn_history(url, size["history_purchases"], args.rounds)
+        }
 
     step("ingest", ingest)
     step("http_earn", http_earn)

@@ -9,6 +9,10 @@
 * prune_outbox: the ``prune-outbox`` job's work (``services.outbox.prune``) on PostgreSQL over N
   fanned-out business events of N/10 members, each delivered once with one attempt (one in a
   thousand still pending), all past the retention: time for the whole backlog.
+* earn_history: single purchases (``services.events.record_event``, one transaction each) for
+  members with N earlier purchases over five years (loaded by the batch importer) against
+  members with none, alternately, on PostgreSQL: the ratio of their rates says whether a
+  member's events slow down as their history grows (1.0: not at all).
 * peer: pgledger's transfer function, recreated here in PL/pgSQL (not vendored): accounts with a
   balance and a version, locked in id order, one transfer row and two entry rows with the
   balances before and after. Run from the same 16 processes as http_earn's twin, one transaction
@@ -20,11 +24,12 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import psycopg
-from harness import TMP, child, libpq, log
+from harness import TMP, alternate, child, libpq, log
 
 PGLEDGER = """
 DROP SCHEMA IF EXISTS bench_pgledger CASCADE;
@@ -198,6 +203,81 @@ def _import_into(url: str, label: str, path: Any, rows: int) -> dict[str, Any]:
         "peak_rss_mib": peak,
         "projected_1m_s": round(1_000_000 / (rows / took)),
     }
+
+
+def earn_history(url: str, prior: int, rounds: int, members: int = 20, events: int = 200) -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+
+    from earn import PROGRAM
+
+    from patron.services import events as event_service
+    from patron.services import ingest, merchants, programs
+    from patron.services import members as member_service
+    from patron.services.members import MemberCreate
+    from patron.storage.db import make_engine, migrate
+
+    engine = make_engine(url)
+    migrate(engine)
+    with engine.begin() as conn:
+        m = merchants.create_merchant(conn, name="Bench history")[0]["id"]
+        p = programs.create_program(conn, merchant_id=m, body=PROGRAM)["id"]
+        ids = {
+            group: [
+                member_service.enrol(
+                    conn, merchant_id=m, data=MemberCreate(program_id=p, external_id=f"{group}{i}")
+                )["id"]
+                for i in range(members)
+            ]
+            for group in ("old", "new")
+        }
+    line = [{"id": "l1", "sku": "LATTE", "category": "coffee", "quantity": 2, "unit_price": 450}]
+
+    def purchase(event_id: str, member_id: str, at: datetime) -> dict[str, Any]:
+        return {
+            "id": event_id,
+            "type": "purchase",
+            "member_id": member_id,
+            "occurred_at": at.isoformat(),
+            "items": line,
+        }
+
+    start, now = datetime(2021, 12, 1, tzinfo=UTC), datetime.now(UTC)
+    step = (now - timedelta(days=2) - start) / prior
+    t = time.perf_counter()
+    for k in range(0, prior, 100):  # oldest first, as a history import goes
+        bodies = [
+            purchase(f"old-{member}-{n}", member, start + step * n)
+            for n in range(k, min(k + 100, prior))
+            for member in ids["old"]
+        ]
+        with engine.begin() as conn:
+            ingest.record_purchases(conn, merchant_id=m, bodies=bodies)
+    took = time.perf_counter() - t
+    log(f"earn_history: {members} members with {prior:,} purchases each loaded in {took:.1f} s")
+
+    def rate(group: str) -> Callable[[int], float]:
+        def go(r: int) -> float:
+            began = time.perf_counter()
+            for n in range(events):
+                body = purchase(f"{group}-r{r}-{n}", ids[group][n % members], datetime.now(UTC))
+                with engine.begin() as conn:
+                    event_service.record_event(conn, merchant_id=m, body=body)
+            return events / (time.perf_counter() - began)
+
+        return go
+
+    out = alternate("earn_history", rounds, rate("old"), rate("new"), "events/s")
+    engine.dispose()
+    out.update(
+        prior_purchases=prior,
+        members=members,
+        events_per_round=events,
+        ms_per_event_history=round(1000 / out["patron_events_per_s"], 2),
+        ms_per_event_fresh=round(1000 / out["twin_events_per_s"], 2),
+        database="postgresql",
+        compares="members with the history (as patron) against members with none (as twin)",
+    )
+    return out
 
 
 def prune_outbox(url: str, events: int) -> dict[str, Any]:
