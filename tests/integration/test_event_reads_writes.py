@@ -87,12 +87,28 @@ def test_event_inputs_read_what_the_separate_reads_do(engine: Engine) -> None:
         assert given == assignments_of(conn, merchant_id, member_id)
         assert [a["tier_id"] for a in given] == ["gold"]
         assert checkpoint is None  # no period placed yet: the rows from enrolment on
-        assert checkpoint == checkpoint_of(conn, merchant_id, member_id)
+        key = tiers.checkpoint_key(program, member)
+        assert checkpoint == checkpoint_of(conn, merchant_id, member_id, key, datetime.now(UTC))
 
         none, no_rows, no_given, no_checkpoint = events_repo.event_inputs(
             conn, merchant_id, member_id, "in-9", column=None, assignments=False
         )
         assert (none, no_rows, no_given, no_checkpoint) == (None, [], [], None)
+
+    with engine.begin() as conn:  # a purchase of 2024: 2025 and 2026 placed since
+        body = purchase(member_id, "in-old", [LINE], occurred_at="2024-03-01T10:00:00Z")
+        events.record_event(conn, merchant_id=merchant_id, body=body)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        _, rows, _, checkpoint = events_repo.event_inputs(
+            conn, merchant_id, member_id, "in-1", column="spend", assignments=True, key=key, as_of=now
+        )
+        assert checkpoint is not None and checkpoint["period_start"] == datetime(2026, 1, 1, tzinfo=UTC)
+        assert checkpoint == checkpoint_of(conn, merchant_id, member_id, key, now)
+        assert rows == events_repo.qualification_rows_since_checkpoint(
+            conn, merchant_id, member_id, "spend", key, now
+        )
+        assert [r[0].year for r in rows] == [2026, 2026, 2026]  # not 2024's
 
 
 def test_rows_inserted_directly_read_back_as_sqlalchemy_wrote_them(engine: Engine) -> None:

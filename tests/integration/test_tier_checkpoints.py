@@ -14,7 +14,7 @@ from patron.services import events, ingest, members, merchants, programs, tiers
 from patron.services.members import MemberCreate
 from patron.storage import events as events_repo
 from patron.storage import members as members_repo
-from patron.storage.tiers import checkpoint_of
+from patron.storage.tiers import checkpoint_of, checkpoints_of
 from tests.conftest import bean_rewards, purchase
 
 
@@ -61,15 +61,38 @@ class Member:
         assert shown is not None and whole is not None and shown.level and whole.level
         return shown.level.id, whole.level.id
 
+    def key(self, conn: Any) -> str:
+        member = members_repo.get_member(conn, self.merchant, self.id)
+        assert member is not None
+        program, _ = programs.program_at(
+            conn, merchant_id=self.merchant, program_id=member["program_id"], at=datetime.now(UTC)
+        )
+        return tiers.checkpoint_key(program, member)
+
     def checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint an event now resumes from."""
         with self.engine.begin() as conn:
-            return checkpoint_of(conn, self.merchant, self.id)
+            return checkpoint_of(conn, self.merchant, self.id, self.key(conn), datetime.now(UTC))
+
+    def periods(self) -> list[datetime]:
+        """The starts of the periods the member has checkpoints for."""
+        with self.engine.begin() as conn:
+            return [
+                c["period_start"] for c in checkpoints_of(conn, self.merchant, [self.id]).get(self.id, [])
+            ]
 
     def rows_read(self) -> list[tuple[datetime, datetime, int, str]]:
-        """The qualification rows an event reads."""
+        """The qualification rows an event now reads."""
         with self.engine.begin() as conn:
             _, rows, _, _ = events_repo.event_inputs(
-                conn, self.merchant, self.id, "none", column="spend", assignments=True
+                conn,
+                self.merchant,
+                self.id,
+                "none",
+                column="spend",
+                assignments=True,
+                key=self.key(conn),
+                as_of=datetime.now(UTC),
             )
         return rows
 
@@ -83,6 +106,7 @@ def test_an_event_reads_only_the_current_period_and_its_tier_stays_that_of_the_w
     assert checkpoint is not None and checkpoint["period_start"] == datetime(2026, 1, 1, tzinfo=UTC)
     assert checkpoint["level_id"] == "silver"  # nothing in 2025: one level down at its end
     assert ann.tiers() == ("silver", "silver")
+    assert ann.periods() == [datetime(y, 1, 1, tzinfo=UTC) for y in (2025, 2026)]  # each year placed
 
     # a back-dated purchase in 2025 keeps her Gold: the checkpoint is taken again
     result = ann.event(spend(ann.id, "y25", 55000, "2025-06-01T10:00:00Z"))
@@ -102,7 +126,7 @@ def test_an_event_reads_only_the_current_period_and_its_tier_stays_that_of_the_w
     assert [r[2] for r in ann.rows_read()] == [1000, 1000, 1000]
 
 
-def test_an_imported_history_voids_the_checkpoint(engine: Engine) -> None:
+def test_an_imported_row_voids_the_checkpoints_after_it(engine: Engine) -> None:
     bob = Member(engine)
     bob.event(spend(bob.id, "y24", 60000, "2024-05-01T10:00:00Z"))
     assert bob.checkpoint() is not None and bob.tiers() == ("silver", "silver")
@@ -111,9 +135,10 @@ def test_an_imported_history_voids_the_checkpoint(engine: Engine) -> None:
             conn, merchant_id=bob.merchant, bodies=[spend(bob.id, "i25", 55000, "2025-06-01T10:00:00Z")]
         )
     assert outcome.error is None
-    assert bob.checkpoint() is None
+    assert bob.periods() == [datetime(2025, 1, 1, tzinfo=UTC)]  # 2026's was placed without the row
     assert bob.tiers() == ("gold", "gold")
-    bob.event(spend(bob.id, "y26", 1000, "2026-03-01T10:00:00Z"))  # and the next event takes one
+    bob.event(spend(bob.id, "y26", 1000, "2026-03-01T10:00:00Z"))  # and the next event takes it again
+    assert bob.periods() == [datetime(y, 1, 1, tzinfo=UTC) for y in (2025, 2026)]
     assert bob.checkpoint()["level_id"] == "gold"  # type: ignore[index]
 
 
@@ -142,14 +167,15 @@ def test_an_assignment_is_not_folded_from_an_old_checkpoint(engine: Engine) -> N
     result = cy.event(spend(cy.id, "y26", 1000, "2026-03-01T10:00:00Z"))
     assert result["member"]["tier"]["id"] == "gold"
     after = cy.checkpoint()  # taken again under the assignment: its key says what it holds for
-    assert after is not None and after["key"] != before["key"]
+    assert after is not None and after["given"] != before["given"]
     assert cy.tiers() == ("gold", "gold")
 
 
 def test_an_import_reads_from_the_checkpoint_and_moves_it_on(engine: Engine) -> None:
     """A nightly import for a member with a history: the batch path resumes from their
-    checkpoint, shows the tier a whole fold gives, and keeps the checkpoint; a batch with an
-    older purchase in it takes the whole history."""
+    checkpoint, shows the tier a whole fold gives, and keeps the checkpoint; a batch with a
+    purchase of the year before resumes from that year's checkpoint and takes this year's
+    again."""
     dee = Member(engine)
     dee.event(spend(dee.id, "y24", 60000, "2024-05-01T10:00:00Z"))
     dee.event(spend(dee.id, "y25", 55000, "2025-06-01T10:00:00Z"))
@@ -167,12 +193,37 @@ def test_an_import_reads_from_the_checkpoint_and_moves_it_on(engine: Engine) -> 
     )
     assert dee.checkpoint() == kept  # nothing placed since: the same checkpoint
     assert dee.tiers() == ("gold", "gold")
-    # an import that reaches back into 2025 with a return: whole history, and still right
+    # an import that reaches back into 2025 after a return: from 2025 on, and still right
     refund = {"id": "r25", "type": "refund", "member_id": dee.id, "refers_to": "y25", "amount": 54000}
     dee.event(refund)
     older = spend(dee.id, "old", 100, "2025-02-01T10:00:00Z")
     assert load(older, spend(dee.id, "new", 100, "2026-05-01T10:00:00Z")) == ["gold", "gold"]
     assert dee.tiers() == ("gold", "gold")
-    assert dee.checkpoint() is None  # the batch's 2025 row voided it; the next fold takes one
+    assert dee.periods() == [datetime(y, 1, 1, tzinfo=UTC) for y in (2025, 2026)]
+    taken = dee.checkpoint()  # 2026's, taken again with the 2025 row
+    assert taken is not None and taken["period_start"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert taken["written_at"] > kept["written_at"]
     dee.event(spend(dee.id, "y26", 1000, "2026-06-01T10:00:00Z"))
-    assert dee.checkpoint() is not None and dee.tiers() == ("gold", "gold")
+    assert dee.tiers() == ("gold", "gold")
+
+
+def test_a_history_imported_oldest_first_reads_only_the_latest_period_each_batch(engine: Engine) -> None:
+    """Five years imported a year a batch, as a migration from another system goes: each batch
+    stores the checkpoints of the periods up to its last purchase and the next resumes from the
+    latest, so a batch reads its member's latest period, not everything before it."""
+    eve = Member(engine)
+    for year in range(2021, 2026):
+        bodies = [
+            spend(eve.id, f"h{year}-{n}", 3000 if year != 2023 else 6000, f"{year}-{m:02d}-10T10:00:00Z")
+            for n, m in enumerate(range(1, 13))
+        ]
+        with engine.begin() as conn:
+            outcomes = ingest.record_purchases(conn, merchant_id=eve.merchant, bodies=bodies)
+        assert all(o.error is None for o in outcomes)
+        assert eve.periods() == [datetime(y, 1, 1, tzinfo=UTC) for y in range(2022, year + 1)]
+    # 2023 reached Gold (72,000), held through 2024; 2024 and 2025 (36,000) place Silver
+    assert eve.tiers() == ("silver", "silver")
+    assert [r[0].year for r in eve.rows_read()] == [2025] * 12  # an event now resumes from 2025
+    eve.event(spend(eve.id, "now", 1000, "2026-02-01T10:00:00Z"))
+    assert [r[2] for r in eve.rows_read()] == [1000]
+    assert eve.periods()[-1] == datetime(2026, 1, 1, tzinfo=UTC)

@@ -198,11 +198,10 @@ def fold(
     enrolled_at: datetime,
     assignments: Sequence[Assignment] = (),
     resume: Checkpoint | None = None,
-) -> tuple[TierState, list[TierChange], Checkpoint | None]:
+) -> tuple[TierState, list[TierChange], list[Checkpoint]]:
     """The tier as of ``as_of``, every change that led to it, oldest first, and the checkpoint
-    at the start of the latest period whose predecessor is placed (``resume`` when no later
-    one is; None before the first placement, and for rolling windows, which have no periods
-    to place).
+    at the start of each period whose predecessor it placed, oldest first (none for rolling
+    windows, which have no periods to place).
 
     From ``resume`` (which must be :func:`resumable` with these rows) the fold starts at the
     checkpoint's period, and the changes are those after it.
@@ -216,7 +215,7 @@ def fold(
     changes: list[TierChange] = []
     level = base_level(tiers)
     since, reason = enrolled_at, "enrolled"
-    checkpoint = resume
+    checkpoints: list[Checkpoint] = []
 
     def move(to: TierLevel | None, at: datetime, why: str, cause: str, source: str | None = None) -> None:
         nonlocal level, since, reason
@@ -246,7 +245,7 @@ def fold(
         floor = _floor(tiers, assignments, as_of)
         if _above(tiers, floor, level):
             move(floor, as_of, "assigned", "assignment")
-        return TierState(level, since, reason, value, start, end), changes, None
+        return TierState(level, since, reason, value, start, end), changes, checkpoints
     # What the member earned by the metric, held by the period rules; the tier shown is the
     # higher of it and the assignments in force at the moment (a floor, never "earned": when an
     # assignment ends, the member is back at what they earned).
@@ -347,8 +346,9 @@ def fold(
                 reason,
                 max(seen, decided),
             )
+            checkpoints.append(checkpoint)
     start, end = periods[-1]
-    return TierState(level, since, reason, value, start, end), changes, checkpoint
+    return TierState(level, since, reason, value, start, end), changes, checkpoints
 
 
 def next_level(tiers: Tiers, current: TierLevel | None, value: int) -> tuple[TierLevel, int] | None:

@@ -53,11 +53,12 @@ from patron.services.tiers import (
     METRIC_COLUMN,
     assignment_of,
     assignments,
+    checkpoint_key,
     evaluate,
     fold,
     qualification_rows,
     resume_point,
-    save_checkpoint,
+    save_checkpoints,
     tier_state,
     tier_summary,
 )
@@ -118,6 +119,8 @@ def record_event(conn: Connection, *, merchant_id: str, body: Any) -> tuple[dict
         ev.id,
         column=METRIC_COLUMN[tiers.metric] if tiers is not None and tiers.levels else None,
         assignments=tiers is not None,
+        key=checkpoint_key(program, member),
+        as_of=occurred_at,
     )
     if existing is not None:
         return _replay(existing, digest)
@@ -171,8 +174,9 @@ class _Ctx:
         self.tier_id: str | None = None  # the tier held when the event occurred
 
     def tier_after(self, row: QualRow) -> TierState | None:
-        """The member's tier once the event's own ``row`` (written) counts; their checkpoint is
-        moved on when a later period has been placed since it was taken."""
+        """The member's tier once the event's own ``row`` (written) counts; the checkpoints of the
+        periods placed since the one it resumed from are stored (all of them, when it folded
+        from enrolment)."""
         as_of = max(self.now, self.occurred_at)
         rows = [*self.rows, row]
         if self.resume is not None and not resumable(self.resume, rows, as_of):
@@ -184,15 +188,16 @@ class _Ctx:
         folded = fold(self.program, self.member, rows, as_of, self.given, self.resume)
         if folded is None:
             return None
-        state, checkpoint = folded
-        if checkpoint is not None and checkpoint != self.resume:
-            save_checkpoint(
+        state, checkpoints = folded
+        if checkpoints:
+            save_checkpoints(
                 self.conn,
                 merchant_id=self.merchant_id,
                 program=self.program,
                 member=self.member,
                 given=self.given,
-                checkpoint=checkpoint,
+                resume=self.resume,
+                checkpoints=checkpoints,
                 now=self.now,
             )
         return state

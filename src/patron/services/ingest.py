@@ -84,7 +84,14 @@ from patron.services.events import (
 from patron.services.members import PUBLIC_FIELDS
 from patron.services.merchants import ensure_location
 from patron.services.programs import program_at
-from patron.services.tiers import METRIC_COLUMN, assignment_of, checkpoint_row, resume_point, tier_summary
+from patron.services.tiers import (
+    METRIC_COLUMN,
+    assignment_of,
+    checkpoint_key,
+    checkpoint_rows,
+    resume_point,
+    tier_summary,
+)
 from patron.storage import ingest as repo
 from patron.storage import outbox as outbox_repo
 from patron.storage import programs as programs_repo
@@ -146,7 +153,9 @@ class _Writes:
     outbox: list[tuple[str, str, datetime, str]] = field(default_factory=list)  # type, member, at, data
     deltas: dict[str, Balances] = field(default_factory=dict)
     earliest: dict[str, datetime] = field(default_factory=dict)  # each member's oldest period_at
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # tier checkpoints moved on
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # tier checkpoints to store
+    #: the members whose checkpoints of periods after the time (all, for None) become theirs above
+    replaced: dict[str, datetime | None] = field(default_factory=dict)
     earned: dict[Any, earning.EarnResult] = field(default_factory=dict)  # earn() is pure: memo
     texts: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)  # earn results' JSON
     ids: Ids = field(default_factory=Ids)
@@ -168,7 +177,7 @@ class _Tiers:
     ) -> None:
         tiers = program.tiers
         self.program, self.member, self.given, self.resume = program, member, given, resume
-        self.checkpoint = resume  # the latest a fold gave
+        self.placed = False  # whether a fold placed a period after ``resume``
         self.tiers = tiers
         self.tz = ZoneInfo(program.timezone)
         self.simple = (
@@ -200,7 +209,13 @@ class _Tiers:
         """``services.tiers.evaluate`` (the time zone parsed once)."""
         if self.tiers is None or not self.tiers.levels:
             return None
-        state, _, checkpoint = tier_rules.fold(
+        state, _, checkpoints = self.fold(rows, as_of)
+        self.placed = self.placed or bool(checkpoints)
+        return state
+
+    def fold(self, rows: list[QualRow], as_of: datetime) -> tuple[TierState, Any, list[Checkpoint]]:
+        assert self.tiers is not None
+        return tier_rules.fold(
             self.tiers,
             rows,
             as_of=as_of,
@@ -209,11 +224,6 @@ class _Tiers:
             assignments=self.given or (),
             resume=self.resume,
         )
-        if checkpoint is not None and (
-            self.checkpoint is None or checkpoint.period_start >= self.checkpoint.period_start
-        ):
-            self.checkpoint = checkpoint
-        return state
 
     def add(self, value: int, at: datetime, newest: datetime | None) -> None:
         """Fold one more row ``(at, at, value)`` into the state held (``at`` no later than its
@@ -512,10 +522,17 @@ def _load_tier_inputs(
             chunk = member_ids[at : at + TIER_CHUNK]
             given = tier_repo.assignments_of_program(conn, merchant_id, program_id, chunk)
             stored = tier_repo.checkpoints_of(conn, merchant_id, chunk) if single is not None else {}
+            chosen: dict[str, dict[str, Any]] = {}
+            for member_id, taken in stored.items():  # the latest under the rules that holds
+                entry = fast[member_id]
+                assert single is not None
+                key, first = checkpoint_key(single, entry.row), min(it.occurred_at for it in entry.items)
+                usable = [c for c in taken if c["key"] == key and c["seen_upto"] <= first]
+                if usable:
+                    chosen[member_id] = usable[-1]
+            since = {m: (c["period_start"], c["seen_upto"]) for m, c in chosen.items()}
             rows = {
-                metric: repo.qualification_rows(
-                    conn, merchant_id, chunk, METRIC_COLUMN[metric], since_checkpoint=bool(stored)
-                )
+                metric: repo.qualification_rows(conn, merchant_id, chunk, METRIC_COLUMN[metric], since=since)
                 for metric in metrics
             }
             whole = []
@@ -523,12 +540,12 @@ def _load_tier_inputs(
                 entry = fast[member_id]
                 entry.rows = {metric: rows[metric].get(member_id, []) for metric in metrics}
                 entry.given = [assignment_of(a) for a in given.get(member_id, ())]
-                found = stored.get(member_id)
-                if found is None or single is None or single.tiers is None:
+                picked = chosen.get(member_id)
+                if picked is None or single is None or single.tiers is None:
                     continue
                 first = min(it.occurred_at for it in entry.items)
                 mine = entry.rows[single.tiers.metric]
-                entry.resume = resume_point(single, entry.row, entry.given, found, mine, first)
+                entry.resume = resume_point(single, entry.row, entry.given, picked, mine, first)
                 if entry.resume is None:
                     whole.append(member_id)  # it does not hold: the whole history, as without one
                 else:
@@ -552,27 +569,26 @@ def _same_tiers(a: Program, b: Program) -> bool:
 
 
 def _checkpoint(w: _Writes, merchant_id: str, m: _Member, now: datetime) -> None:
-    """Keep the member's latest checkpoint to store with the batch, when the batch's own rows
-    (all written with it) are of its period or later and it moved on."""
-    trackers = [t for t in (m.earning, m.shown) if t is not None and t.checkpoint is not None]
-    if not trackers:
+    """Keep what the member's checkpoints become with the batch: when a fold placed a period
+    after the one it resumed from, one more fold over every row (the batch's included) gives the
+    checkpoints, of which those of periods up to the batch's latest event are kept (later ones
+    an older history still to come would void)."""
+    tracker = m.shown
+    if tracker is None or not (tracker.placed or (m.earning is not None and m.earning.placed)):
         return
-    latest = max(trackers, key=lambda t: t.checkpoint.period_start if t.checkpoint else _EPOCH)
-    checkpoint = latest.checkpoint
-    assert checkpoint is not None
+    assert tracker.tiers is not None
+    last = max(it.occurred_at for it in m.items)
+    _, _, checkpoints = tracker.fold(m.rows.get(tracker.tiers.metric, []), max(now, last))
+    kept = [c for c in checkpoints if c.period_start <= last]
     member_id = m.row["id"]
-    earliest = w.earliest.get(member_id)
-    if checkpoint == m.resume or (earliest is not None and earliest < checkpoint.period_start):
-        return
-    w.checkpoints.append(
-        checkpoint_row(
-            merchant_id=merchant_id,
-            program=latest.program,
-            member=m.row,
-            given=m.given,
-            checkpoint=checkpoint,
-            now=now,
-        )
+    w.replaced[member_id] = tracker.resume.period_start if tracker.resume else None
+    w.checkpoints += checkpoint_rows(
+        merchant_id=merchant_id,
+        program=tracker.program,
+        member=m.row,
+        given=m.given,
+        checkpoints=kept,
+        now=now,
     )
 
 
@@ -854,12 +870,11 @@ def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> Non
     ):
         repo.insert_rows(conn, table, rows)
     repo.add_to_balances(conn, merchant_id, w.deltas)
-    saved = {r["member_id"] for r in w.checkpoints}
-    voiding = {m: at for m, at in w.earliest.items() if m not in saved}
+    voiding = {m: at for m, at in w.earliest.items() if m not in w.replaced}
     if voiding:  # a row of a period before a member's tier checkpoint voids it
         tier_repo.drop_checkpoints_before(conn, merchant_id, voiding)
-    if w.checkpoints:
-        tier_repo.replace_checkpoints(conn, merchant_id, w.checkpoints)
+    if w.replaced:
+        tier_repo.replace_checkpoints(conn, merchant_id, w.replaced, w.checkpoints)
     if w.outbox:  # each member's stream goes on from its last number, in the batch's order
         last = outbox_repo.last_sequences(conn, merchant_id, {member for _, member, _, _ in w.outbox})
         value = w.values.instant

@@ -96,11 +96,12 @@ def fold(
     as_of: datetime,
     given: list[rules.Assignment] | None = None,
     resume: rules.Checkpoint | None = None,
-) -> tuple[rules.TierState, rules.Checkpoint | None] | None:
-    """The member's tier at ``as_of`` and their latest checkpoint; None without tiers."""
+) -> tuple[rules.TierState, list[rules.Checkpoint]] | None:
+    """The member's tier at ``as_of`` and the checkpoints of the periods the fold placed (after
+    ``resume``); None without tiers."""
     if program.tiers is None or not program.tiers.levels:
         return None
-    state, _, checkpoint = rules.fold(
+    state, _, checkpoints = rules.fold(
         program.tiers,
         rows,
         as_of=as_of,
@@ -109,14 +110,19 @@ def fold(
         assignments=given or (),
         resume=resume,
     )
-    return state, checkpoint
+    return state, checkpoints
 
 
-def checkpoint_key(program: Program, member: dict[str, Any], given: list[rules.Assignment]) -> str:
-    """A digest of what a member's fold depends on besides their rows: a checkpoint taken under
-    other tier rules, time zone, enrolment or assignments does not hold."""
-    what = repr((program.tiers, program.timezone, member["enrolled_at"], sorted(given, key=repr)))
+def checkpoint_key(program: Program, member: dict[str, Any]) -> str:
+    """A digest of what a member's fold depends on besides their rows and assignments: a
+    checkpoint taken under other tier rules, time zone or enrolment does not hold."""
+    what = repr((program.tiers, program.timezone, member["enrolled_at"]))
     return hashlib.sha256(what.encode()).hexdigest()
+
+
+def given_digest(given: list[rules.Assignment]) -> str:
+    """A digest of a member's tier assignments (a checkpoint taken under others does not hold)."""
+    return hashlib.sha256(repr(sorted(given, key=repr)).encode()).hexdigest()
 
 
 def resume_point(
@@ -130,7 +136,11 @@ def resume_point(
     """The stored checkpoint when the fold can resume from it at ``as_of`` and after, with
     ``rows`` as ``qualification_rows_since_checkpoint`` read them; None when there is none or
     it does not hold (then the fold needs the whole history)."""
-    if stored is None or stored["key"] != checkpoint_key(program, member, given):
+    if (
+        stored is None
+        or stored["key"] != checkpoint_key(program, member)
+        or stored["given"] != given_digest(given)
+    ):
         return None
     checkpoint = rules.Checkpoint(
         stored["period_start"],
@@ -143,52 +153,53 @@ def resume_point(
     return checkpoint if rules.resumable(checkpoint, rows, as_of) else None
 
 
-def checkpoint_row(
+def checkpoint_rows(
     *,
     merchant_id: str,
     program: Program,
     member: dict[str, Any],
     given: list[rules.Assignment],
-    checkpoint: rules.Checkpoint,
+    checkpoints: list[rules.Checkpoint],
     now: datetime,
-) -> dict[str, Any]:
-    """The member's checkpoint as ``storage.tiers`` stores it."""
-    return {
-        "merchant_id": merchant_id,
-        "member_id": member["id"],
-        "key": checkpoint_key(program, member, given),
-        "period_start": checkpoint.period_start,
-        "earned_id": checkpoint.earned_id,
-        "level_id": checkpoint.level_id,
-        "since": checkpoint.since,
-        "reason": checkpoint.reason,
-        "seen_upto": checkpoint.seen_upto,
-        "written_at": now,
-    }
+) -> list[dict[str, Any]]:
+    """The member's checkpoints as ``storage.tiers`` stores them."""
+    key, digest = checkpoint_key(program, member), given_digest(given)
+    return [
+        {
+            "merchant_id": merchant_id,
+            "member_id": member["id"],
+            "period_start": c.period_start,
+            "key": key,
+            "given": digest,
+            "earned_id": c.earned_id,
+            "level_id": c.level_id,
+            "since": c.since,
+            "reason": c.reason,
+            "seen_upto": c.seen_upto,
+            "written_at": now,
+        }
+        for c in checkpoints
+    ]
 
 
-def save_checkpoint(
+def save_checkpoints(
     conn: Connection,
     *,
     merchant_id: str,
     program: Program,
     member: dict[str, Any],
     given: list[rules.Assignment],
-    checkpoint: rules.Checkpoint,
+    resume: rules.Checkpoint | None,
+    checkpoints: list[rules.Checkpoint],
     now: datetime,
 ) -> None:
-    """Store the member's checkpoint (the caller holds the member's lock)."""
-    repo.save_checkpoint(
-        conn,
-        checkpoint_row(
-            merchant_id=merchant_id,
-            program=program,
-            member=member,
-            given=given,
-            checkpoint=checkpoint,
-            now=now,
-        ),
+    """Store what a fold from ``resume`` (None: from enrolment) placed: the member's checkpoints
+    after ``resume`` become ``checkpoints`` (the caller holds the member's lock)."""
+    rows = checkpoint_rows(
+        merchant_id=merchant_id, program=program, member=member, given=given, checkpoints=checkpoints, now=now
     )
+    after = {member["id"]: resume.period_start if resume else None}
+    repo.replace_checkpoints(conn, merchant_id, after, rows)
 
 
 def tier_inputs(
@@ -198,11 +209,14 @@ def tier_inputs(
     and the checkpoint when it holds, else their whole history; and their assignments."""
     given = assignments(conn, merchant_id=merchant_id, member_id=member["id"])
     column = METRIC_COLUMN[program.tiers.metric] if program.tiers else "spend"
+    key = checkpoint_key(program, member)
     rows = [
         rules.QualRow(*r)
-        for r in events_repo.qualification_rows_since_checkpoint(conn, merchant_id, member["id"], column)
+        for r in events_repo.qualification_rows_since_checkpoint(
+            conn, merchant_id, member["id"], column, key, as_of
+        )
     ]
-    stored = repo.checkpoint_of(conn, merchant_id, member["id"])
+    stored = repo.checkpoint_of(conn, merchant_id, member["id"], key, as_of)
     resume = resume_point(program, member, given, stored, rows, as_of)
     if stored is not None and resume is None:
         rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)

@@ -75,6 +75,8 @@ def event_inputs(
     *,
     column: str | None,
     assignments: bool,
+    key: str = "",
+    as_of: datetime | None = None,
 ) -> tuple[
     dict[str, Any] | None,
     list[tuple[datetime, datetime, int, str]],
@@ -83,25 +85,29 @@ def event_inputs(
 ]:
     """What applying an event to a member (whose balances are locked) reads: the event already
     recorded under ``external_id`` (a replay), the member's qualification rows with a value in
-    ``column`` from their tier checkpoint on (as :func:`qualification_rows_since_checkpoint`
-    reads them; none when ``column`` is None), with ``assignments`` their tier assignments (as
-    ``storage.tiers.assignments_of`` reads them), and the checkpoint (None without one, or
-    without ``column``). One round trip on PostgreSQL (psycopg's pipeline: four queries sent at
-    once)."""
+    ``column`` from their tier checkpoint under ``key`` at ``as_of`` on (as
+    :func:`qualification_rows_since_checkpoint` reads them; none when ``column`` is None), with
+    ``assignments`` their tier assignments (as ``storage.tiers.assignments_of`` reads them), and
+    the checkpoint (None without one, or without ``column``). One round trip on PostgreSQL
+    (psycopg's pipeline: four queries sent at once)."""
+    at = as_of or datetime.now(UTC)
     params = {"merchant_id": merchant_id, "member_id": member_id, "external_id": external_id}
     if not is_postgres(conn):
         return (
             get_event(conn, merchant_id, external_id),
-            qualification_rows_since_checkpoint(conn, merchant_id, member_id, column) if column else [],
+            qualification_rows_since_checkpoint(conn, merchant_id, member_id, column, key, at)
+            if column
+            else [],
             assignments_of(conn, merchant_id, member_id) if assignments else [],
-            checkpoint_of(conn, merchant_id, member_id) if column else None,
+            checkpoint_of(conn, merchant_id, member_id, key, at) if column else None,
         )
     assert column is None or column in qualifications.c
+    chosen = _since({**params, "key": key, "as_of": at})
     with pipelined(conn):
         found = execute_driver(conn, _GET_EVENT, params)
-        rows = execute_driver(conn, _since_checkpoint_stmt(column), _since(params)) if column else None
+        rows = execute_driver(conn, _since_checkpoint_stmt(column), chosen) if column else None
         given = execute_driver(conn, ASSIGNMENTS_OF, params) if assignments else None
-        checkpoint = execute_driver(conn, CHECKPOINT_OF, params) if column else None
+        checkpoint = execute_driver(conn, CHECKPOINT_OF, chosen) if column else None
     existing = driver_rows(conn, events, _EVENT_COLUMNS, found.fetchall())
     quals = []
     if rows is not None:
@@ -220,12 +226,13 @@ _NO_CHECKPOINT = datetime.min.replace(tzinfo=UTC)  # a period start before every
 
 
 def qualification_rows_since_checkpoint(
-    conn: Connection, merchant_id: str, member_id: str, column: str
+    conn: Connection, merchant_id: str, member_id: str, column: str, key: str, as_of: datetime
 ) -> list[tuple[datetime, datetime, int, str]]:
-    """As :func:`qualification_rows`, but from the member's tier checkpoint on: the rows of its
-    period and later, and earlier rows recorded after it saw them (rows that make it void);
-    every row when the member has no checkpoint."""
-    params = _since({"merchant_id": merchant_id, "member_id": member_id})
+    """As :func:`qualification_rows`, but from the member's tier checkpoint that
+    ``storage.tiers.checkpoint_of`` finds (under ``key``, holding at ``as_of``) on: the rows of
+    its period and later, and earlier rows recorded after it saw them (rows that make it void);
+    every row when there is none."""
+    params = _since({"merchant_id": merchant_id, "member_id": member_id, "key": key, "as_of": as_of})
     rows = conn.execute(_since_checkpoint_stmt(column), params)
     return [(a, b, int(v), str(e)) for a, b, v, e in rows if v]
 
@@ -239,10 +246,17 @@ def _since_checkpoint_stmt(column: str) -> Any:
     if stmt is None:
         q, cp = qualifications.c, tier_checkpoints.c
 
-        def checkpoint(name: str) -> Any:
+        def checkpoint(name: str) -> Any:  # of the row CHECKPOINT_OF chooses
             return (
                 select(cp[name])
-                .where(cp.merchant_id == bindparam("merchant_id"), cp.member_id == bindparam("member_id"))
+                .where(
+                    cp.merchant_id == bindparam("merchant_id"),
+                    cp.member_id == bindparam("member_id"),
+                    cp.key == bindparam("key"),
+                    cp.seen_upto <= bindparam("as_of", type_=UTCDateTime()),
+                )
+                .order_by(cp.period_start.desc())
+                .limit(1)
                 .scalar_subquery()
             )
 

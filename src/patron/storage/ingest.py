@@ -244,16 +244,16 @@ def qualification_rows(
     member_ids: Sequence[str],
     column: str,
     *,
-    since_checkpoint: bool = False,
+    since: Mapping[str, tuple[datetime, datetime]] | None = None,
 ) -> dict[str, list[QualRow]]:
     """The members' qualification rows with a value in ``column`` (a metric's column), by member,
     oldest recorded first: ``storage.tiers.program_qualification_rows`` for members of one
     program, read through the driver (no value processor per cell: each distinct instant is
     converted once, as ``UTCDateTime`` converts it).
 
-    ``since_checkpoint``: of a member with a tier checkpoint, only the rows that
-    ``storage.events.qualification_rows_since_checkpoint`` reads (its period on, and older rows
-    recorded after it)."""
+    ``since``: of a member in it, with a tier checkpoint's ``(period_start, seen_upto)``, only
+    the rows that ``storage.events.qualification_rows_since_checkpoint`` reads (its period on,
+    and older rows recorded after it)."""
     if column not in ("spend", "status_points", "visits", "status_miles", "segments"):
         raise ValueError(f"not a qualification metric: {column}")
     out: dict[str, list[QualRow]] = {}
@@ -268,37 +268,58 @@ def qualification_rows(
             )
         return found
 
-    wanted = sorted(set(member_ids))
-    parts = [
-        f"SELECT q.member_id, q.period_at, q.recorded_at, q.{column} FROM qualifications q "
-        f"WHERE q.merchant_id = %(m)s AND q.{column} <> 0 AND q.member_id {{among}}"
-    ]
-    if since_checkpoint:
-        parts[0] += (
-            " AND NOT EXISTS (SELECT 1 FROM tier_checkpoints c"
-            " WHERE c.merchant_id = q.merchant_id AND c.member_id = q.member_id)"
-        )
-        parts += [
-            f"SELECT q.member_id, q.period_at, q.recorded_at, q.{column} FROM tier_checkpoints c "
-            f"JOIN qualifications q ON q.merchant_id = c.merchant_id AND q.member_id = c.member_id "
-            f"AND {where} WHERE c.merchant_id = %(m)s AND c.member_id {{among}} AND q.{column} <> 0"
-            for where in (
-                "q.period_at >= c.period_start",
-                "q.period_at < c.period_start AND q.recorded_at > c.seen_upto",
-            )
-        ]
-    template = " UNION ALL ".join(parts) + " ORDER BY 1, 3"
-    queries: list[tuple[str, Any]]
-    if conn.dialect.name == "postgresql":
-        queries = [(template.format(among="= ANY(%(ids)s)"), {"m": merchant_id, "ids": wanted})]
-    else:
-        queries = [
+    since = since or {}
+    postgres = conn.dialect.name == "postgresql"
+    whole = sorted(set(member_ids) - set(since))
+    columns = f"q.member_id, q.period_at, q.recorded_at, q.{column}"
+    select_from = (
+        f"SELECT {columns} FROM qualifications q "
+        f"WHERE q.merchant_id = %(m)s AND q.{column} <> 0 AND q.member_id "
+    )
+    order = " ORDER BY 1, 3"
+    queries: list[tuple[str, Any]] = []
+    if postgres and whole:
+        queries.append((select_from + "= ANY(%(ids)s)" + order, {"m": merchant_id, "ids": whole}))
+    elif whole:
+        queries += [
             (
-                template.format(among=f"IN ({', '.join('?' for _ in chunk)})").replace("%(m)s", "?"),
-                (merchant_id, *chunk) * len(parts),
+                (select_from + f"IN ({', '.join('?' for _ in chunk)})" + order).replace("%(m)s", "?"),
+                (merchant_id, *chunk),
             )
-            for chunk in _chunks(wanted)
+            for chunk in _chunks(whole)
         ]
+    resumed = sorted(since)
+    parts = " UNION ALL ".join(
+        f"SELECT {columns} FROM c JOIN qualifications q "
+        f"ON q.merchant_id = %(m)s AND q.member_id = c.member_id AND {where} WHERE q.{column} <> 0"
+        for where in (
+            "q.period_at >= c.period_start",
+            "q.period_at < c.period_start AND q.recorded_at > c.seen_upto",
+        )
+    )
+    if postgres and resumed:
+        checkpoints = (
+            "WITH c AS (SELECT * FROM unnest(CAST(%(ids)s AS varchar[]), CAST(%(starts)s AS timestamptz[]), "
+            "CAST(%(seens)s AS timestamptz[])) AS c(member_id, period_start, seen_upto)) "
+        )
+        params = {
+            "m": merchant_id,
+            "ids": resumed,
+            "starts": [since[m][0] for m in resumed],
+            "seens": [since[m][1] for m in resumed],
+        }
+        queries.append((checkpoints + parts + order, params))
+    elif resumed:
+        values = Values(conn)
+        for chunk in _chunks(resumed):
+            listed = ", ".join("(?, ?, ?)" for _ in chunk)
+            flat = [x for m in chunk for x in (m, values.instant(since[m][0]), values.instant(since[m][1]))]
+            sql = (
+                f"WITH c(member_id, period_start, seen_upto) AS (VALUES {listed}) "
+                + parts.replace("%(m)s", "?")
+                + order
+            )
+            queries.append((sql, (*flat, merchant_id, merchant_id)))
     for sql, params in queries:
         for member_id, period_at, recorded_at, value in conn.exec_driver_sql(sql, params).fetchall():
             kept = out.get(member_id)

@@ -242,24 +242,25 @@ qualifications = Table(
     Index(None, "merchant_id", "member_id", "period_at", "recorded_at"),
 )
 
-# Where a member's tier fold can resume (domain.tiers.Checkpoint): a cache of their history,
-# one row a member, replaced when a later period is placed; ``key`` is a digest of what the
-# fold depends on besides the rows (tier rules, time zone, enrolment, assignments), and a row
-# whose key differs is ignored.
+# Where a member's tier fold can resume (domain.tiers.Checkpoint): a cache of their history, a
+# row for the start of each period placed, replaced when rows of an earlier period void it;
+# ``key`` is a digest of what the fold depends on besides the rows (tier rules, time zone,
+# enrolment) and ``given`` of their tier assignments: a row whose digests differ is ignored.
 tier_checkpoints = Table(
     "tier_checkpoints",
     metadata,
     Column("merchant_id", ID, nullable=False),
     Column("member_id", ID, nullable=False),
-    Column("key", String(64), nullable=False),
     _ts("period_start"),
+    Column("key", String(64), nullable=False),
+    Column("given", String(64), nullable=False),
     Column("earned_id", String(100)),
     Column("level_id", String(100)),
     _ts("since"),
     Column("reason", Text, nullable=False),
     _ts("seen_upto"),
     _ts("written_at"),
-    PrimaryKeyConstraint("merchant_id", "member_id"),
+    PrimaryKeyConstraint("merchant_id", "member_id", "period_start"),
     ForeignKeyConstraint(["merchant_id", "member_id"], ["members.merchant_id", "members.id"]),
 )
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
 from patron.storage.tables import (
+    UTCDateTime,
     member_milestones,
     members,
     qualifications,
@@ -31,69 +32,93 @@ def assignments_of(conn: Connection, merchant_id: str, member_id: str) -> list[d
     return [dict(r) for r in conn.execute(ASSIGNMENTS_OF, params).mappings()]
 
 
-#: a member's tier checkpoint (built once: every event with tiers reads it)
-CHECKPOINT_OF = select(tier_checkpoints).where(
-    tier_checkpoints.c.merchant_id == bindparam("merchant_id"),
-    tier_checkpoints.c.member_id == bindparam("member_id"),
+#: the member's latest tier checkpoint taken under ``key`` that holds at ``as_of`` (built once:
+#: every event with tiers reads it)
+CHECKPOINT_OF = (
+    select(tier_checkpoints)
+    .where(
+        tier_checkpoints.c.merchant_id == bindparam("merchant_id"),
+        tier_checkpoints.c.member_id == bindparam("member_id"),
+        tier_checkpoints.c.key == bindparam("key"),
+        tier_checkpoints.c.seen_upto <= bindparam("as_of", type_=UTCDateTime()),
+    )
+    .order_by(tier_checkpoints.c.period_start.desc())
+    .limit(1)
 )
 
 
-def checkpoint_of(conn: Connection, merchant_id: str, member_id: str) -> dict[str, Any] | None:
-    found = (
-        conn.execute(CHECKPOINT_OF, {"merchant_id": merchant_id, "member_id": member_id}).mappings().first()
-    )
+def checkpoint_of(
+    conn: Connection, merchant_id: str, member_id: str, key: str, as_of: datetime
+) -> dict[str, Any] | None:
+    params = {"merchant_id": merchant_id, "member_id": member_id, "key": key, "as_of": as_of}
+    found = conn.execute(CHECKPOINT_OF, params).mappings().first()
     return dict(found) if found else None
 
 
-def save_checkpoint(conn: Connection, values: dict[str, Any]) -> None:
-    """The member's checkpoint becomes ``values`` (the caller holds the member's lock)."""
-    replace_checkpoints(conn, values["merchant_id"], [values])
-
-
-def checkpoints_of(conn: Connection, merchant_id: str, member_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The checkpoints of ``member_ids`` that have one, by member."""
-    out: dict[str, dict[str, Any]] = {}
+def checkpoints_of(
+    conn: Connection, merchant_id: str, member_ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The checkpoints of ``member_ids`` that have one, by member, oldest first."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for i in range(0, len(member_ids), 1000):
-        stmt = select(tier_checkpoints).where(
-            tier_checkpoints.c.merchant_id == merchant_id,
-            tier_checkpoints.c.member_id.in_(member_ids[i : i + 1000]),
+        stmt = (
+            select(tier_checkpoints)
+            .where(
+                tier_checkpoints.c.merchant_id == merchant_id,
+                tier_checkpoints.c.member_id.in_(member_ids[i : i + 1000]),
+            )
+            .order_by(tier_checkpoints.c.member_id, tier_checkpoints.c.period_start)
         )
-        out.update((r["member_id"], dict(r)) for r in conn.execute(stmt).mappings())
+        for r in conn.execute(stmt).mappings():
+            out.setdefault(r["member_id"], []).append(dict(r))
     return out
 
 
-def replace_checkpoints(conn: Connection, merchant_id: str, rows: list[dict[str, Any]]) -> None:
-    """Each member's checkpoint becomes their row in ``rows`` (the caller holds their locks)."""
-    for i in range(0, len(rows), 1000):
-        chunk = rows[i : i + 1000]
+def replace_checkpoints(
+    conn: Connection, merchant_id: str, after: dict[str, datetime | None], rows: list[dict[str, Any]]
+) -> None:
+    """Of each member in ``after``, the checkpoints of periods starting after its time (all of
+    them for None) become theirs in ``rows`` (the caller holds the members' locks)."""
+    members_after = [
+        {"m": merchant_id, "member": m, "after": at} for m, at in after.items() if at is not None
+    ]
+    members_all = [m for m, at in after.items() if at is None]
+    c = tier_checkpoints.c
+    if members_after:
         conn.execute(
             delete(tier_checkpoints).where(
-                tier_checkpoints.c.merchant_id == merchant_id,
-                tier_checkpoints.c.member_id.in_([r["member_id"] for r in chunk]),
+                c.merchant_id == bindparam("m"),
+                c.member_id == bindparam("member"),
+                c.period_start > bindparam("after", type_=UTCDateTime()),
+            ),
+            members_after,
+        )
+    for i in range(0, len(members_all), 1000):
+        conn.execute(
+            delete(tier_checkpoints).where(
+                c.merchant_id == merchant_id, c.member_id.in_(members_all[i : i + 1000])
             )
         )
-        conn.execute(insert(tier_checkpoints), chunk)
+    if rows:
+        conn.execute(insert(tier_checkpoints), rows)
 
 
 def drop_checkpoints_before(conn: Connection, merchant_id: str, earliest: dict[str, datetime]) -> None:
-    """Drop the checkpoints that rows just written void: of each member in ``earliest``, the one
-    whose period starts after their earliest new row (their next fold starts from enrolment and
-    takes a new one). One statement on a batch's members (those with a checkpoint are few)."""
+    """Drop the checkpoints that rows just written void: of each member in ``earliest``, those of
+    periods starting after their earliest new row. One query on a batch's members to find them
+    (those with checkpoints are few)."""
     ids = list(earliest)
+    void: dict[str, datetime | None] = {}
     for i in range(0, len(ids), 1000):
-        chunk = ids[i : i + 1000]
         found = conn.execute(
             select(tier_checkpoints.c.member_id, tier_checkpoints.c.period_start).where(
-                tier_checkpoints.c.merchant_id == merchant_id, tier_checkpoints.c.member_id.in_(chunk)
+                tier_checkpoints.c.merchant_id == merchant_id,
+                tier_checkpoints.c.member_id.in_(ids[i : i + 1000]),
             )
         ).all()
-        void = [m for m, start in found if earliest[m] < start]
-        if void:
-            conn.execute(
-                delete(tier_checkpoints).where(
-                    tier_checkpoints.c.merchant_id == merchant_id, tier_checkpoints.c.member_id.in_(void)
-                )
-            )
+        void.update((m, earliest[m]) for m, start in found if earliest[m] < start)
+    if void:
+        replace_checkpoints(conn, merchant_id, void, [])
 
 
 def insert_assignment(conn: Connection, values: dict[str, Any]) -> None:

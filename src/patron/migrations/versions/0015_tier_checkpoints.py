@@ -23,8 +23,9 @@ def upgrade() -> None:
         "tier_checkpoints",
         sa.Column("merchant_id", sa.String(length=40), nullable=False),
         sa.Column("member_id", sa.String(length=40), nullable=False),
-        sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("period_start", ts(), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("given", sa.String(length=64), nullable=False),
         sa.Column("earned_id", sa.String(length=100), nullable=True),
         sa.Column("level_id", sa.String(length=100), nullable=True),
         sa.Column("since", ts(), nullable=False),
@@ -36,7 +37,7 @@ def upgrade() -> None:
             ["members.merchant_id", "members.id"],
             name="fk_tier_checkpoints_merchant_id_members",
         ),
-        sa.PrimaryKeyConstraint("merchant_id", "member_id", name="pk_tier_checkpoints"),
+        sa.PrimaryKeyConstraint("merchant_id", "member_id", "period_start", name="pk_tier_checkpoints"),
     )
     op.create_index(
         "ix_qualifications_merchant_id_member_id_period_at_recorded_at",
