@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     #: days business events and delivered webhooks are kept (the prune-outbox job); 0: for ever
     outbox_retention_days: int = 90
+    #: single purchases from concurrent requests applied together (``api/batching.py``)
+    event_batching: bool = True
 
 
 @lru_cache

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from patron import __version__
 from patron.api import errors
+from patron.api.batching import EventBatcher
 from patron.api.routes import (
     analytics,
     bookings,
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.engine = engine
     app.state.settings = settings
+    app.state.batcher = EventBatcher(engine) if settings.event_batching else None
     errors.install(app)
     errors.document_problems(app)
     modules = (

@@ -34,12 +34,15 @@ class Call:
         self.authorization = authorization
         self.idempotency_key = idempotency_key
 
-    def _principal(self, conn: Connection, scope: str) -> Principal:
-        auth = self.authorization or ""
-        scheme, _, key = auth.partition(" ")
+    def bearer_key(self) -> str:
+        """The API key the request sends (401 without one)."""
+        scheme, _, key = (self.authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-        principal = authenticate(conn, key=key.strip())
+        return key.strip()
+
+    def _principal(self, conn: Connection, scope: str) -> Principal:
+        principal = authenticate(conn, key=self.bearer_key())
         if not principal.allows(scope):
             raise Forbidden(
                 f"this API key's scopes ({', '.join(sorted(principal.scopes))}) do not allow '{scope}'"
@@ -100,6 +103,11 @@ class _Rendered(JSONResponse):
     def render(self, content: Any) -> bytes:
         assert isinstance(content, bytes)
         return content
+
+
+def rendered(payload: Any, status_code: int) -> JSONResponse:
+    """``payload`` as the JSON response :meth:`Call.run` makes of it."""
+    return _Rendered(_render(payload)[1], status_code=status_code)
 
 
 def _render(payload: Any) -> tuple[Any, bytes]:

@@ -294,9 +294,15 @@ def fast_program(program: Program) -> bool:
     )
 
 
-def record_purchases(conn: Connection, *, merchant_id: str, bodies: Sequence[Any]) -> list[Outcome]:
+def record_purchases(
+    conn: Connection, *, merchant_id: str, bodies: Sequence[Any], pause_gc: bool = True
+) -> list[Outcome]:
     """Apply ``bodies`` in order inside the caller's transaction, as ``record_event`` would one by
-    one; one :class:`Outcome` per body, in the same order."""
+    one; one :class:`Outcome` per body, in the same order. ``pause_gc``: without the cyclic
+    garbage collector meanwhile (an import's large batches; not a server's small ones, which
+    follow each other closely enough to keep it off for good)."""
+    if not pause_gc:
+        return _record_purchases(conn, merchant_id, bodies)
     with _no_cyclic_gc():
         return _record_purchases(conn, merchant_id, bodies)
 

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
-from patron.api.deps import CallDep
+from patron.api.batching import EventBatcher, RunAlone
+from patron.api.deps import CallDep, rendered
 from patron.services import events
 
 router = APIRouter(tags=["events"])
@@ -51,6 +52,16 @@ def record_event(call: CallDep, body: Any = EventBody) -> JSONResponse:
     201 with the points per line and per rule. The same `id` again with the same body answers
     200 with the first result and writes nothing; with a different body, 409.
     """
+
+    batcher: EventBatcher | None = call.request.app.state.batcher
+    purchase = isinstance(body, dict) and body.get("type") == "purchase"
+    if batcher is not None and purchase and call.idempotency_key is None:  # with others arriving now
+        try:
+            result, created = batcher.submit(call.bearer_key(), body)
+        except RunAlone:
+            pass  # its batch failed, or it met a concurrent writer: on its own, as below
+        else:
+            return rendered(result, 201 if created else 200)
 
     def work(conn, p):  # type: ignore[no-untyped-def]
         result, created = events.record_event(conn, merchant_id=p.merchant_id, body=body)
