@@ -53,7 +53,7 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _string
@@ -95,6 +95,7 @@ from patron.services.tiers import (
 from patron.storage import ingest as repo
 from patron.storage import outbox as outbox_repo
 from patron.storage import programs as programs_repo
+from patron.storage.db import pipelined
 from patron.storage import tiers as tier_repo
 from patron.storage.ids import Ids
 from patron.storage.integrations import savepoint
@@ -134,6 +135,7 @@ class _Member:
     view_text: str = ""  # ``json.dumps(view)`` without its closing brace
     resume: Checkpoint | None = None  # where their tier folds start (None: enrolment)
     tiers_of: Program | None = None  # the program whose tier rules ``resume`` was taken under
+    checkpointed: bool | None = None  # whether they have tier checkpoints (None: not known)
     tier_text: tuple[dict[str, Any] | None, str] | None = None  # the last tier shown, and as JSON
 
 
@@ -546,6 +548,8 @@ def _load_tier_inputs(
                 entry = fast[member_id]
                 entry.rows = {metric: rows[metric].get(member_id, []) for metric in metrics}
                 entry.given = [assignment_of(a) for a in given.get(member_id, ())]
+                if single is not None:
+                    entry.checkpointed = member_id in stored
                 picked = chosen.get(member_id)
                 if picked is None or single is None or single.tiers is None:
                     continue
@@ -707,7 +711,7 @@ def _earn(
         "status_miles": res.status_miles,
         "segments": 0,
     }
-    if member_id not in w.earliest or at < w.earliest[member_id]:
+    if m.checkpointed is not False and (member_id not in w.earliest or at < w.earliest[member_id]):
         w.earliest[member_id] = at
     w.quals.append(
         (
@@ -865,7 +869,7 @@ def _advance(m: _Member, rows: list[QualRow], value: int, at: datetime, now: dat
 
 
 def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> None:
-    for table, rows in (
+    tables = (
         ("events", w.events),
         ("event_lines", w.lines),
         ("event_rules", w.rules),
@@ -873,9 +877,12 @@ def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> Non
         ("journals", w.journals),
         ("lots", w.lots),
         ("postings", w.postings),
-    ):
-        repo.insert_rows(conn, table, rows)
-    repo.add_to_balances(conn, merchant_id, w.deltas)
+    )
+    few = all(len(rows) <= repo.FEW_ROWS for _, rows in tables)  # a server's batch: one round trip
+    with pipelined(conn) if few else nullcontext():
+        for table, rows in tables:
+            repo.insert_rows(conn, table, rows)
+        repo.add_to_balances(conn, merchant_id, w.deltas)
     voiding = {m: at for m, at in w.earliest.items() if m not in w.replaced}
     if voiding:  # a row of a period before a member's tier checkpoint voids it
         tier_repo.drop_checkpoints_before(conn, merchant_id, voiding)

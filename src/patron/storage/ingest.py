@@ -341,9 +341,15 @@ _TABLES: dict[str, tuple[Table, tuple[str, ...]]] = {
 }
 
 
+#: up to this many rows, PostgreSQL gets an INSERT per row sent in one go (which a pipeline
+#: around several tables' inserts makes one round trip in all) rather than a COPY (two round trips
+#: of its own, and not allowed in a pipeline)
+FEW_ROWS = 100
+
+
 def insert_rows(conn: Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert ``rows`` (tuples in ``table``'s column order above, values from :class:`Values`):
-    COPY on PostgreSQL, executemany on SQLite."""
+    COPY on PostgreSQL (INSERTs up to :data:`FEW_ROWS`), executemany on SQLite."""
     if not rows:
         return
     target, columns = _TABLES[table]
@@ -356,6 +362,13 @@ def insert_rows(conn: Connection, table: str, rows: Sequence[tuple[Any, ...]]) -
 
     raw = conn.connection.driver_connection
     assert raw is not None
+    if len(rows) <= FEW_ROWS:
+        sql = f"INSERT INTO {target.name} ({names}) VALUES ({', '.join('%s' for _ in columns)})"
+        try:
+            raw.cursor().executemany(sql, rows)
+        except DriverIntegrityError as exc:
+            raise IntegrityError(sql, None, exc) from exc
+        return
     sql = f"COPY {target.name} ({names}) FROM STDIN"
     try:
         with raw.cursor() as cur, cur.copy(sql) as copy:
