@@ -18,6 +18,7 @@ of event, never go through here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -60,14 +61,14 @@ class EventBatcher:
         self._started = False
         self._lock = threading.Lock()
 
-    def submit(self, key: str, body: Any) -> tuple[dict[str, Any], bool]:
+    async def apply(self, key: str, body: Any) -> tuple[dict[str, Any], bool]:
         """Apply one purchase (``body``) with the API key ``key``: ``(result, created)`` as
         ``services.events.record_event`` returns it, or its error (a ``PatronError``), or
-        :class:`RunAlone`."""
+        :class:`RunAlone`. The event loop serves other requests while the batch is applied."""
         self._start()
         item = _Item(key, body)
         self._queue.put(item)
-        return item.done.result()
+        return await asyncio.wrap_future(item.done)
 
     def _start(self) -> None:
         if self._started:

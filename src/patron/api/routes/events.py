@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from patron.api.batching import EventBatcher, RunAlone
@@ -46,18 +47,18 @@ EventBody = Body(
 
 
 @router.post("/events", status_code=201)
-def record_event(call: CallDep, body: Any = EventBody) -> JSONResponse:
+async def record_event(call: CallDep, body: Any = EventBody) -> JSONResponse:
     """Record one event and earn (or take back) its points.
 
     201 with the points per line and per rule. The same `id` again with the same body answers
     200 with the first result and writes nothing; with a different body, 409.
     """
-
+    # async: a purchase waits for its batch without a thread of its own; the rest runs in one
     batcher: EventBatcher | None = call.request.app.state.batcher
     purchase = isinstance(body, dict) and body.get("type") == "purchase"
     if batcher is not None and purchase and call.idempotency_key is None:  # with others arriving now
         try:
-            result, created = batcher.submit(call.bearer_key(), body)
+            result, created = await batcher.apply(call.bearer_key(), body)
         except RunAlone:
             pass  # its batch failed, or it met a concurrent writer: on its own, as below
         else:
@@ -67,7 +68,7 @@ def record_event(call: CallDep, body: Any = EventBody) -> JSONResponse:
         result, created = events.record_event(conn, merchant_id=p.merchant_id, body=body)
         return result, 201 if created else 200
 
-    return call.run(work, scope="pos", body=body)
+    return await run_in_threadpool(call.run, work, scope="pos", body=body)
 
 
 @router.post("/events/calculate")
