@@ -3,6 +3,7 @@ still gets its own answer, the same as one at a time, and nothing is lost when a
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -125,3 +126,26 @@ def test_a_batch_that_fails_runs_each_request_on_its_own(
     assert api.points(member)["available"] == 330
     with engine.begin() as conn:
         assert ledger.verify(conn, merchant_id=api.merchant_id) == []
+
+
+def test_a_purchase_given_up_before_its_batch_began_is_not_applied(api: Api, engine: Engine) -> None:
+    """A client that goes away while its purchase waits cancels it; the purchases waiting with it
+    are applied and answered (the batcher runs here in the test, one batch)."""
+    member = api.member(api.program())
+    batcher = batching.EventBatcher(engine)
+    batcher._started = True  # no thread of its own: the test runs the batch
+
+    async def scenario() -> tuple[Any, bool]:
+        gone = asyncio.ensure_future(batcher.apply(api.key, purchase(member, "gone-1", LINES)))
+        kept = asyncio.ensure_future(batcher.apply(api.key, purchase(member, "kept-1", LINES)))
+        await asyncio.sleep(0)  # both wait in the queue
+        gone.cancel()
+        await asyncio.sleep(0)
+        await asyncio.to_thread(batcher._once, batcher._queue.get())
+        return await kept, gone.cancelled()
+
+    (result, created), cancelled = asyncio.run(scenario())
+    assert created and result["points"] == 33 and cancelled
+    assert api.get("/v1/events/kept-1").status_code == 200
+    assert api.get("/v1/events/gone-1").status_code == 404
+    assert api.points(member)["available"] == 33

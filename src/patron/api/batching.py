@@ -80,29 +80,36 @@ class EventBatcher:
 
     def _loop(self) -> None:
         while True:
-            items = [self._queue.get()]
-            while len(items) < self.most:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            self._once(self._queue.get())
+
+    def _once(self, first: _Item) -> None:
+        """Apply ``first`` and whatever else is waiting (up to :attr:`most`), and answer them."""
+        items = [first]
+        while len(items) < self.most:
             try:
-                self._apply(items)
-            except Exception as exc:  # the whole batch: each request runs again on its own
-                # (the exception's name only: its text may quote the statement's parameters)
-                log.warning(
-                    "a batch of %d purchases failed (%s); each runs on its own",
-                    len(items),
-                    type(exc).__name__,
-                )
-                for item in items:
-                    if not item.done.done():
-                        item.done.set_exception(RunAlone())
-            except BaseException as exc:  # never leave a request waiting
-                for item in items:
-                    if not item.done.done():
-                        item.done.set_exception(exc)
-                raise
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        # a request given up before its batch began (the client went away) is not applied; from
+        # here on it cannot be cancelled, so every one taken gets its answer
+        items = [i for i in items if i.done.set_running_or_notify_cancel()]
+        if not items:
+            return
+        try:
+            self._apply(items)
+        except Exception as exc:  # the whole batch: each request runs again on its own
+            # (the exception's name only: its text may quote the statement's parameters)
+            log.warning(
+                "a batch of %d purchases failed (%s); each runs on its own", len(items), type(exc).__name__
+            )
+            for item in items:
+                if not item.done.done():
+                    item.done.set_exception(RunAlone())
+        except BaseException as exc:  # never leave a request waiting
+            for item in items:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+            raise
 
     def _apply(self, items: list[_Item]) -> None:
         answers: list[Callable[[], None]] = []
