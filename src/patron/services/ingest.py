@@ -95,8 +95,8 @@ from patron.services.tiers import (
 from patron.storage import ingest as repo
 from patron.storage import outbox as outbox_repo
 from patron.storage import programs as programs_repo
-from patron.storage.db import pipelined
 from patron.storage import tiers as tier_repo
+from patron.storage.db import pipelined
 from patron.storage.ids import Ids
 from patron.storage.integrations import savepoint
 
