@@ -22,6 +22,13 @@ LINES = [
 
 
 @pytest.fixture
+def every_purchase_batched(client: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A purchase with nothing else waiting goes through the batch path too (a batch of one),
+    instead of on its own: so that these tests do not depend on what arrives together."""
+    monkeypatch.setitem(client.app.state._state, "batcher", batching.EventBatcher(engine, alone=False))
+
+
+@pytest.fixture
 def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The sizes of the batches the batcher applies."""
     sizes: list[int] = []
@@ -86,6 +93,7 @@ def test_concurrent_purchases_each_get_their_own_answer(
         assert ledger.verify(conn, merchant_id=other_api.merchant_id) == []
 
 
+@pytest.mark.usefixtures("every_purchase_batched")
 def test_a_batched_purchase_answers_as_one_at_a_time_does(api: Api, batches: list[int]) -> None:
     """A request with an Idempotency-Key is applied on its own: the same purchases, one member
     through the batcher and one not, give the same results."""
@@ -109,6 +117,7 @@ def test_a_batched_purchase_answers_as_one_at_a_time_does(api: Api, batches: lis
     assert len(batches) == 3  # the batched member's three, and none of the other's
 
 
+@pytest.mark.usefixtures("every_purchase_batched")
 def test_a_batch_that_fails_runs_each_request_on_its_own(
     api: Api, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,7 +141,7 @@ def test_a_purchase_given_up_before_its_batch_began_is_not_applied(api: Api, eng
     """A client that goes away while its purchase waits cancels it; the purchases waiting with it
     are applied and answered (the batcher runs here in the test, one batch)."""
     member = api.member(api.program())
-    batcher = batching.EventBatcher(engine)
+    batcher = batching.EventBatcher(engine, alone=False)
     batcher._started = True  # no thread of its own: the test runs the batch
 
     async def scenario() -> tuple[Any, bool]:
@@ -149,3 +158,13 @@ def test_a_purchase_given_up_before_its_batch_began_is_not_applied(api: Api, eng
     assert api.get("/v1/events/kept-1").status_code == 200
     assert api.get("/v1/events/gone-1").status_code == 404
     assert api.points(member)["available"] == 33
+
+
+def test_a_purchase_that_arrives_alone_is_applied_on_its_own(api: Api, batches: list[int]) -> None:
+    """With nothing else waiting, the one-event path is quicker than a batch of one: a till's
+    purchases one after the other never go through the batch path."""
+    member = api.member(api.program())
+    for n in range(3):
+        assert api.event(purchase(member, f"alone-{n}", LINES))["points"] == 33
+    assert batches == []
+    assert api.points(member)["available"] == 99

@@ -60,7 +60,7 @@ async def record_event(call: CallDep, body: Any = EventBody) -> JSONResponse:
         try:
             result, created = await batcher.apply(call.bearer_key(), body)
         except RunAlone:
-            pass  # its batch failed, or it met a concurrent writer: on its own, as below
+            pass  # alone, its batch failed, or it met a concurrent writer: on its own, as below
         else:
             return rendered(result, 201 if created else 200)
 
