@@ -1,6 +1,7 @@
 """Crashes: a process killed with SIGKILL in the middle of its work, then run again, and the
-database stopped with an immediate shutdown under load: every acknowledged event is there exactly
-once, nothing is applied twice, and the books balance.
+database stopped with an immediate shutdown under load (through the services, and over HTTP
+against a real server): every acknowledged event is there exactly once, nothing is applied
+twice, the books balance, and a request the database could not complete is answered 503.
 
 To stop at a known point, the killed processes run the real ``patron`` CLI through a small
 harness that makes every commit slow (and jobs work in batches of 2), so that the kill lands
@@ -336,3 +337,105 @@ def test_postgresql_immediate_shutdown_under_load_loses_no_acknowledged_event(
             b = ledger.balances(conn, merchant_id=m, member_id=member, as_of=None)
             assert b.available == 3 * per_member
     assert_books_balance(make_engine(db_url), db_url, m)
+
+
+@pytest.mark.slow
+@pytest.mark.exclusive  # the server stops: nothing else may be using it
+@pytest.mark.skipif(os.environ.get("PATRON_TEST_PG_CRASH") != "1", reason="set PATRON_TEST_PG_CRASH=1")
+def test_postgresql_immediate_shutdown_under_http_load_answers_503_and_loses_nothing(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """The same over HTTP, against a real ``patron serve --workers 2`` whose processes apply
+    concurrent purchases together: while the database is down a purchase is answered 503 (never
+    500, never a success that did not commit), and a till that sends it again until it gets
+    201 or 200 finds each purchase recorded once."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("stops the PostgreSQL server")
+    import httpx
+
+    shop = make_shop(engine, members_count=8, name="Power Cut HTTP")
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [PATRON, "serve", "--port", str(port), "--workers", "2"],
+            env=cli_env(db_url),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    line = [{"id": "l1", "sku": "MUG", "category": "merch", "quantity": 1, "unit_price": 300}]
+    per_member, answered, lock = 30, dict[str, int](), threading.Lock()
+    seen: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+        def till(i: int) -> None:
+            member = shop.member_ids[i]
+            headers = {"Authorization": f"Bearer {shop.key}"}
+            with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+                for n in range(per_member):
+                    body = purchase(member, f"hc-{i}-{n}", line)
+                    give_up = time.monotonic() + 180
+                    while True:  # the same purchase again until it is acknowledged
+                        try:
+                            status = client.post("/v1/events", json=body).status_code
+                        except httpx.HTTPError:
+                            status = 0
+                        with lock:
+                            seen.append(status)
+                        if status in (200, 201):
+                            with lock:
+                                answered[body["id"]] = status
+                            break
+                        assert time.monotonic() < give_up, f"{body['id']} not acknowledged"
+                        time.sleep(0.2)
+
+        with ThreadPoolExecutor(max_workers=len(shop.member_ids)) as pool:
+            running = [pool.submit(till, i) for i in range(len(shop.member_ids))]
+            while len(answered) < 40:
+                time.sleep(0.01)
+            subprocess.run([*_pg_ctl(), "stop", "-m", "immediate"], check=True, timeout=60)
+            time.sleep(1)
+            subprocess.run([*_pg_ctl(), "start"], check=True, timeout=120)
+            for future in running:
+                future.result(timeout=300)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert 500 not in seen, log.read_text()[-3000:]
+    assert set(seen) - {0, 200, 201, 503} == set()  # down: 503 (or no connection), never a 500
+    assert 503 in seen or 0 in seen  # the outage was seen
+    expected = {f"hc-{i}-{n}" for i in range(len(shop.member_ids)) for n in range(per_member)}
+    assert set(answered) == expected
+    with make_engine(db_url).begin() as conn:
+        ids = list(
+            conn.execute(
+                select(tables.events.c.external_id).where(tables.events.c.merchant_id == shop.merchant_id)
+            ).scalars()
+        )
+        assert sorted(ids) == sorted(expected)  # each acknowledged purchase once
+        for member in shop.member_ids:
+            b = ledger.balances(conn, merchant_id=shop.merchant_id, member_id=member, as_of=None)
+            assert b.available == 3 * per_member
+    assert_books_balance(make_engine(db_url), db_url, shop.merchant_id)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patron.domain import errors as e
@@ -162,6 +162,23 @@ def install(app: FastAPI) -> None:
         else:
             detail = f"a value in the request does not fit: {reason}"
         return problem(422, "invalid-input", "Invalid input", detail)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        """The database could not be reached, or gave up on the transaction (a restart, a lost
+        connection, a deadlock still there after the retries): nothing was written, and the same
+        request may be sent again (an event id or Idempotency-Key keeps a retry from counting
+        twice)."""
+        log.warning("database unavailable: %s", type(getattr(exc, "orig", exc)).__name__)
+        response = problem(
+            503,
+            "database-unavailable",
+            "Database unavailable",
+            "the database could not complete the request; nothing was written: send it again",
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
