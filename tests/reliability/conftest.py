@@ -1,15 +1,21 @@
 """Helpers shared by the reliability suite: a shop in one call, the books proven at the end of every
 test (``services.ledger.verify`` for the merchant, then ``patron verify`` over the whole database)
-and ``patron`` subprocesses with the test database."""
+and ``patron`` subprocesses with the test database (a real server among them)."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
@@ -44,6 +50,42 @@ def make_shop(engine: Engine, *, members_count: int = 1, name: str = "Reliable C
             for n in range(members_count)
         ]
     return Shop(m, key, prog, ids)
+
+
+@contextmanager
+def patron_serve(db_url: str, log: Path, *args: str) -> Iterator[str]:
+    """A real ``patron serve`` (with ``args``) on a free port, its whole output in ``log``: its
+    base URL once it answers ``/readyz``; stopped (SIGTERM, then SIGKILL) on the way out."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [PATRON, "serve", "--port", str(port), *args],
+            env=cli_env(db_url),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 def cli_env(db_url: str) -> dict[str, str]:

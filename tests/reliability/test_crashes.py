@@ -41,7 +41,7 @@ from patron.services.members import MemberCreate
 from patron.storage import tables
 from patron.storage.db import make_engine
 from tests.conftest import purchase
-from tests.reliability.conftest import PATRON, assert_books_balance, cli_env, make_shop
+from tests.reliability.conftest import PATRON, assert_books_balance, cli_env, make_shop, patron_serve
 
 # The real CLI, with every commit slowed down and jobs in batches of 2.
 HARNESS = """
@@ -354,30 +354,11 @@ def test_postgresql_immediate_shutdown_under_http_load_answers_503_and_loses_not
     import httpx
 
     shop = make_shop(engine, members_count=8, name="Power Cut HTTP")
-    port = _free_port()
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [PATRON, "serve", "--port", str(port), "--workers", "2"],
-            env=cli_env(db_url),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
     line = [{"id": "l1", "sku": "MUG", "category": "merch", "quantity": 1, "unit_price": 300}]
     per_member, answered, lock = 30, dict[str, int](), threading.Lock()
     seen: list[int] = []
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    with patron_serve(db_url, log, "--workers", "2") as base:
 
         def till(i: int) -> None:
             member = shop.member_ids[i]
@@ -409,12 +390,6 @@ def test_postgresql_immediate_shutdown_under_http_load_answers_503_and_loses_not
             subprocess.run([*_pg_ctl(), "start"], check=True, timeout=120)
             for future in running:
                 future.result(timeout=300)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
     assert 500 not in seen, log.read_text()[-3000:]
     assert set(seen) - {0, 200, 201, 503} == set()  # down: 503 (or no connection), never a 500
     assert 503 in seen or 0 in seen  # the outage was seen
@@ -431,11 +406,3 @@ def test_postgresql_immediate_shutdown_under_http_load_answers_503_and_loses_not
             b = ledger.balances(conn, merchant_id=shop.merchant_id, member_id=member, as_of=None)
             assert b.available == 3 * per_member
     assert_books_balance(make_engine(db_url), db_url, shop.merchant_id)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

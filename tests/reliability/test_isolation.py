@@ -9,7 +9,6 @@ that a new route cannot be forgotten), and every operation is called with keys o
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from sqlalchemy import Engine
 
 from patron.services import merchants, portal
 from tests.conftest import Api, bean_rewards, purchase
-from tests.reliability.conftest import PATRON, assert_books_balance, cli_env
+from tests.reliability.conftest import PATRON, assert_books_balance, cli_env, patron_serve
 
 COFFEE = [{"id": "l1", "sku": "LATTE", "category": "coffee", "quantity": 1, "unit_price": 500}]
 
@@ -381,40 +380,12 @@ def test_a_login_link_is_refused_once_it_has_expired(
 # ---------------------------------------------------------------- secrets and logs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(db_url: str, engine: Engine, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real ``patron serve`` whose whole output goes to a log file."""
-    port, log = _free_port(), tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [PATRON, "serve", "--port", str(port)], env=cli_env(db_url), stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    log = tmp_path / "serve.log"
+    with patron_serve(db_url, log) as base:
         yield base, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def test_secrets_never_reach_the_logs(

@@ -530,12 +530,12 @@ def _load_tier_inputs(
             chunk = member_ids[at : at + TIER_CHUNK]
             given = tier_repo.assignments_of_program(conn, merchant_id, program_id, chunk)
             stored = tier_repo.checkpoints_of(conn, merchant_id, chunk) if single is not None else {}
+            first = {m: min(it.occurred_at for it in fast[m].items) for m in stored}  # their earliest event
             chosen: dict[str, dict[str, Any]] = {}
             for member_id, taken in stored.items():  # the latest under the rules that holds
-                entry = fast[member_id]
                 assert single is not None
-                key, first = checkpoint_key(single, entry.row), min(it.occurred_at for it in entry.items)
-                usable = [c for c in taken if c["key"] == key and c["seen_upto"] <= first]
+                key = checkpoint_key(single, fast[member_id].row)
+                usable = [c for c in taken if c["key"] == key and c["seen_upto"] <= first[member_id]]
                 if usable:
                     chosen[member_id] = usable[-1]
             since = {m: (c["period_start"], c["seen_upto"]) for m, c in chosen.items()}
@@ -553,9 +553,8 @@ def _load_tier_inputs(
                 picked = chosen.get(member_id)
                 if picked is None or single is None or single.tiers is None:
                     continue
-                first = min(it.occurred_at for it in entry.items)
                 mine = entry.rows[single.tiers.metric]
-                entry.resume = resume_point(single, entry.row, entry.given, picked, mine, first)
+                entry.resume = resume_point(single, entry.row, entry.given, picked, mine, first[member_id])
                 if entry.resume is None:
                     whole.append(member_id)  # it does not hold: the whole history, as without one
                 else:
