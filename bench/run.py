@@ -92,7 +92,7 @@ def postgres_facts(url: str) -> dict[str, str]:
     with psycopg.connect(libpq(url)) as conn:
         facts = {
             k: str(conn.execute(f"SHOW {k}").fetchone()[0])
-            for k in ("server_version", "fsync", "synchronous_commit", "shared_buffers")  # type: ignore[index]
+            for k in ("server_version", "fsync", "synchronous_commit", "shared_buffers", "autovacuum")  # type: ignore[index]
         }
     if facts["fsync"] != "on" or facts["synchronous_commit"] == "off":
         sys.exit(

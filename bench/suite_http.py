@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 from earn import PROGRAM  # bench/earn.py
-from harness import POINTS, TMP, alternate, drive, libpq, log, purchase, quantile_ms
+from harness import POINTS, TMP, alternate, drive, fresh_statistics, libpq, log, purchase, quantile_ms
 from serve import Server  # bench/serve.py
 from sqlalchemy import Engine, text
 
@@ -243,6 +243,7 @@ def http_earn(
         drive_lean(server.base, key, warm, clients)
 
         def patron(r: int) -> float:
+            fresh_statistics(url)  # untimed: autovacuum's part, where it is off
             calls = [
                 ("POST", "/v1/events", purchase(f"h{r}-{i}", ids[(i * 7) % len(ids)])) for i in range(events)
             ]

@@ -52,6 +52,27 @@ def random_tiers(rng: random.Random, period: str) -> dict[str, Any]:
     }
 
 
+def add_member(
+    conn: Any, merchant_id: str, program_id: str, member_id: str, enrolled: datetime, *, card: str, code: str
+) -> None:
+    conn.execute(
+        insert(members),
+        {
+            "merchant_id": merchant_id,
+            "id": member_id,
+            "program_id": program_id,
+            "card_number": card,
+            "referral_code": code,
+            "status": "active",
+            "marketing_consent": False,
+            "attributes": {},
+            "enrolled_at": enrolled,
+            "created_at": enrolled,
+            "updated_at": enrolled,
+        },
+    )
+
+
 def populate(engine: Engine, rng: random.Random, size: int, period: str) -> tuple[str, str]:
     timezone = rng.choice(["UTC", "America/New_York", "Asia/Tokyo"])
     with engine.begin() as conn:
@@ -69,22 +90,7 @@ def populate(engine: Engine, rng: random.Random, size: int, period: str) -> tupl
         for i in range(size):
             member_id = f"mem_rq{i:04d}"
             enrolled = start + timedelta(days=rng.randint(0, 1500))
-            conn.execute(
-                insert(members),
-                {
-                    "merchant_id": m,
-                    "id": member_id,
-                    "program_id": p,
-                    "card_number": f"9000{i:012d}",
-                    "referral_code": f"RQ{i:06d}",
-                    "status": "active",
-                    "marketing_consent": False,
-                    "attributes": {},
-                    "enrolled_at": enrolled,
-                    "created_at": enrolled,
-                    "updated_at": enrolled,
-                },
-            )
+            add_member(conn, m, p, member_id, enrolled, card=f"9000{i:012d}", code=f"RQ{i:06d}")
             rows = []
             for j in range(rng.choice([0, 0, 1, 2, 3, 5, 8])):
                 period_at = enrolled + timedelta(days=rng.randint(-30, 1600), hours=rng.randint(0, 23))
@@ -254,3 +260,45 @@ def test_a_batch_whose_events_clash_is_recorded_and_announced_one_by_one(
     assert announced(engine, m) == want
     assert result.lots == len(want)
     assert bool(clashed) == (engine.dialect.name == "postgresql")
+
+
+def test_periods_start_at_the_programs_own_earliest_row(engine: Engine) -> None:
+    """Where a program's periods start: its members' earliest enrolment or qualification row
+    (a row before enrolment, from an imported history, counts). Another program's older rows
+    of the same merchant do not move it."""
+    from patron.storage import requalify as sql
+
+    def member(conn: Any, m: str, p: str, member_id: str, enrolled: datetime) -> None:
+        add_member(
+            conn, m, p, member_id, enrolled, card=member_id[-8:].rjust(16, "0"), code=member_id.upper()
+        )
+
+    def row(conn: Any, m: str, member_id: str, at: datetime) -> None:
+        values = {"spend": 100, "status_points": 0, "visits": 1}
+        conn.execute(
+            insert(qualifications),
+            {
+                "merchant_id": m,
+                "event_id": f"evt_{member_id}_{at:%Y}",
+                "member_id": member_id,
+                "period_at": at,
+                "recorded_at": at,
+                **values,
+            },
+        )
+
+    with engine.begin() as conn:
+        merchant, _ = merchants.create_merchant(conn, name="Two programs")
+        m = merchant["id"]
+        first = programs.create_program(conn, merchant_id=m, body=bean_rewards())["id"]
+        member(conn, m, first, "mem_fm_a", datetime(2024, 5, 1, tzinfo=UTC))
+        row(conn, m, "mem_fm_a", datetime(2023, 2, 1, tzinfo=UTC))  # history from before enrolment
+        assert sql.first_moment(conn, m, first) == datetime(2023, 2, 1, tzinfo=UTC)
+
+        second = programs.create_program(conn, merchant_id=m, body=bean_rewards())["id"]
+        member(conn, m, second, "mem_fm_b", datetime(2022, 1, 1, tzinfo=UTC))
+        row(conn, m, "mem_fm_b", datetime(2021, 3, 1, tzinfo=UTC))
+        assert sql.first_moment(conn, m, first) == datetime(2023, 2, 1, tzinfo=UTC)
+        assert sql.first_moment(conn, m, second) == datetime(2021, 3, 1, tzinfo=UTC)
+        member(conn, m, second, "mem_fm_c", datetime(2020, 7, 1, tzinfo=UTC))  # enrolled earlier still
+        assert sql.first_moment(conn, m, second) == datetime(2020, 7, 1, tzinfo=UTC)

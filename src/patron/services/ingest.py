@@ -93,10 +93,9 @@ from patron.services.tiers import (
     tier_summary,
 )
 from patron.storage import ingest as repo
-from patron.storage import outbox as outbox_repo
 from patron.storage import programs as programs_repo
 from patron.storage import tiers as tier_repo
-from patron.storage.db import pipelined
+from patron.storage.db import execute_driver, is_postgres, pipelined
 from patron.storage.ids import Ids
 from patron.storage.integrations import savepoint
 
@@ -351,13 +350,12 @@ def _record_purchases(conn: Connection, merchant_id: str, bodies: Sequence[Any])
             continue
         items.append(_Item(i, body, ev, body_hash(body), at))
 
-    found = repo.members_by_id(conn, merchant_id, {it.ev.member_id for it in items})
-    balances = repo.lock_balances(conn, merchant_id, found)
-    recorded = repo.recorded_events(conn, merchant_id, {it.ev.id for it in items})
+    reads = repo.batch_reads(conn, merchant_id, {it.ev.member_id for it in items}, {it.ev.id for it in items})
+    found, balances, recorded = reads.members, reads.balances, reads.recorded
     fast: dict[str, _Member] = {}
     member_of: dict[int, str] = {}
     programs: dict[tuple[str, datetime], tuple[Program, int]] = {}
-    latest: dict[str, int] = {}  # program id -> its latest version number
+    latest = dict(reads.latest)  # program id -> its latest version number
     fastness: dict[int, bool] = {}
     for it in items:
         if it.ev.id in recorded and it.index not in repeats:
@@ -411,7 +409,7 @@ def _record_purchases(conn: Connection, merchant_id: str, bodies: Sequence[Any])
             changed = True
 
     if fast:
-        _load_tier_inputs(conn, merchant_id, fast, programs)
+        _load_tier_inputs(conn, merchant_id, fast, programs, reads)
         for location in sorted(
             {it.ev.location_id for e in fast.values() for it in e.items if it.ev.location_id}
         ):
@@ -425,10 +423,8 @@ def _record_purchases(conn: Connection, merchant_id: str, bodies: Sequence[Any])
                 out[it.index].created, out[it.index].result = True, result
             writes.deltas[entry.row["id"]] = _minus(entry.balances, before)
             _checkpoint(writes, merchant_id, entry, now)
-        try:
-            with savepoint(conn):
-                _write(conn, merchant_id, writes, now)
-        except IntegrityError:  # a concurrent writer recorded one of these ids first
+        if not _write_whole(conn, merchant_id, writes, now, reads.sequences):
+            # a concurrent writer recorded one of these ids (or numbered a stream) first
             for entry in fast.values():
                 for it in entry.items:
                     out[it.index] = Outcome()
@@ -509,10 +505,11 @@ def _load_tier_inputs(
     merchant_id: str,
     fast: dict[str, _Member],
     programs: dict[tuple[str, datetime], tuple[Program, int]],
+    reads: repo.BatchReads,
 ) -> None:
-    """Each member's qualification rows, assignments and, where the batch's events fall under
-    one set of tier rules, their tier checkpoint: the rows from it on when it holds for their
-    earliest event in the batch, else their whole history."""
+    """Each member's qualification rows, assignments (``reads``) and, where the batch's events
+    fall under one set of tier rules, their tier checkpoint (``reads``): the rows from it on
+    when it holds for their earliest event in the batch, else their whole history."""
     by_program: dict[str, list[str]] = {}
     for member_id, entry in fast.items():
         by_program.setdefault(entry.row["program_id"], []).append(member_id)
@@ -528,8 +525,8 @@ def _load_tier_inputs(
         single = tiered[0] if all(_same_tiers(p, tiered[0]) for p in tiered) else None
         for at in range(0, len(member_ids), TIER_CHUNK):
             chunk = member_ids[at : at + TIER_CHUNK]
-            given = tier_repo.assignments_of_program(conn, merchant_id, program_id, chunk)
-            stored = tier_repo.checkpoints_of(conn, merchant_id, chunk) if single is not None else {}
+            given = {m: reads.assignments[m] for m in chunk if m in reads.assignments}
+            stored = {m: reads.checkpoints[m] for m in chunk if m in reads.checkpoints} if single else {}
             first = {m: min(it.occurred_at for it in fast[m].items) for m in stored}  # their earliest event
             chosen: dict[str, dict[str, Any]] = {}
             for member_id, taken in stored.items():  # the latest under the rules that holds
@@ -867,7 +864,51 @@ def _advance(m: _Member, rows: list[QualRow], value: int, at: datetime, now: dat
     return shown
 
 
-def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> None:
+#: the savepoint a batch's writes go under on PostgreSQL: opened in the same round trip as they
+#: are, rolled back to on a clash, never released (the commit does that)
+SAVEPOINT = "patron_batch"
+
+
+def _write_whole(
+    conn: Connection, merchant_id: str, w: _Writes, now: datetime, sequences: dict[str, int]
+) -> bool:
+    """:func:`_write` as a whole or not at all: False (and nothing written) when a unique key
+    was taken by a concurrent writer (an event id, or a stream's next number)."""
+    if not is_postgres(conn):
+        try:
+            with savepoint(conn):
+                _write(conn, merchant_id, w, now, sequences)
+        except IntegrityError:
+            return False
+        return True
+    try:
+        _write(conn, merchant_id, w, now, sequences, mark=SAVEPOINT)
+    except IntegrityError:
+        execute_driver(conn, f"ROLLBACK TO SAVEPOINT {SAVEPOINT}", {})
+        return False
+    return True
+
+
+def _write(
+    conn: Connection,
+    merchant_id: str,
+    w: _Writes,
+    now: datetime,
+    sequences: dict[str, int],
+    *,
+    mark: str | None = None,
+) -> None:
+    """Write the batch's rows; ``mark``: open a savepoint of that name first (PostgreSQL)."""
+    outbox_rows = []
+    if w.outbox:  # each member's stream goes on from its last number (``sequences``), in order
+        last = dict(sequences)
+        value = w.values.instant
+        created = value(now)
+        for kind, member_id, at, data in w.outbox:
+            seq = last[member_id] = last.get(member_id, 0) + 1
+            outbox_rows.append(
+                (merchant_id, w.ids("evt"), kind, member_id, member_id, seq, value(at), created, data, None)
+            )
     tables = (
         ("events", w.events),
         ("event_lines", w.lines),
@@ -876,9 +917,12 @@ def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> Non
         ("journals", w.journals),
         ("lots", w.lots),
         ("postings", w.postings),
+        ("outbox_events", outbox_rows),
     )
     few = all(len(rows) <= repo.FEW_ROWS for _, rows in tables)  # a server's batch: one round trip
     with pipelined(conn) if few else nullcontext():
+        if mark is not None:
+            execute_driver(conn, f"SAVEPOINT {mark}", {})
         for table, rows in tables:
             repo.insert_rows(conn, table, rows)
         repo.add_to_balances(conn, merchant_id, w.deltas)
@@ -887,14 +931,3 @@ def _write(conn: Connection, merchant_id: str, w: _Writes, now: datetime) -> Non
         tier_repo.drop_checkpoints_before(conn, merchant_id, voiding)
     if w.replaced:
         tier_repo.replace_checkpoints(conn, merchant_id, w.replaced, w.checkpoints)
-    if w.outbox:  # each member's stream goes on from its last number, in the batch's order
-        last = outbox_repo.last_sequences(conn, merchant_id, {member for _, member, _, _ in w.outbox})
-        value = w.values.instant
-        created = value(now)
-        rows = []
-        for kind, member_id, at, data in w.outbox:
-            seq = last[member_id] = last.get(member_id, 0) + 1
-            rows.append(
-                (merchant_id, w.ids("evt"), kind, member_id, member_id, seq, value(at), created, data, None)
-            )
-        repo.insert_rows(conn, "outbox_events", rows)

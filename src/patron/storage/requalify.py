@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy import Connection, bindparam, case, func, select, text
 
-from patron.storage.tables import UTCDateTime, members, qualifications, tier_assignments
+from patron.storage.tables import UTCDateTime, members, programs, qualifications, tier_assignments
 
 #: the qualification columns a metric may name (never interpolated from input)
 COLUMNS = frozenset({"spend", "status_points", "visits", "status_miles", "segments"})
@@ -66,13 +66,14 @@ def next_batch(
 
 
 def first_moment(conn: Connection, merchant_id: str, program_id: str) -> datetime | None:
-    """The earliest enrolment or qualification of the program's members (where periods start)."""
-    enrolled = conn.execute(
-        select(func.min(members.c.enrolled_at)).where(
-            members.c.merchant_id == merchant_id, members.c.program_id == program_id
-        )
-    ).scalar()
-    qualified = conn.execute(
+    """The earliest enrolment or qualification of the program's members (where periods start),
+    in one statement; a merchant's only program needs no join to tell its members' rows."""
+    others = (
+        select(programs.c.id)
+        .where(programs.c.merchant_id == merchant_id, programs.c.id != program_id)
+        .exists()
+    )
+    joined = (
         select(func.min(qualifications.c.period_at))
         .join(
             members,
@@ -80,8 +81,21 @@ def first_moment(conn: Connection, merchant_id: str, program_id: str) -> datetim
             & (members.c.id == qualifications.c.member_id),
         )
         .where(qualifications.c.merchant_id == merchant_id, members.c.program_id == program_id)
-    ).scalar()
-    found = [d for d in (enrolled, qualified) if d is not None]
+        .scalar_subquery()
+    )
+    alone = (
+        select(func.min(qualifications.c.period_at))
+        .where(qualifications.c.merchant_id == merchant_id)
+        .scalar_subquery()
+    )
+    enrolled = (
+        select(func.min(members.c.enrolled_at))
+        .where(members.c.merchant_id == merchant_id, members.c.program_id == program_id)
+        .scalar_subquery()
+    )
+    # only the branch taken is computed
+    qualified = case((others, joined), else_=alone)
+    found = [d for d in conn.execute(select(enrolled, qualified)).one() if d is not None]
     return min(found) if found else None
 
 
@@ -148,8 +162,9 @@ def record_changes(
 
     ``announce`` (PostgreSQL): a ``type_`` head of new event ids (``storage.ids.time_head``);
     the statement then also appends each change's ``tier.changed`` business event to its
-    member's stream (the next sequence numbers, in the changes' order). A concurrent writer
-    that took one of those numbers makes it fail with an ``IntegrityError``."""
+    member's stream (the next sequence numbers, in the changes' order), and returns of each
+    change only its ``member_id`` (the events hold the rest; a run records tens of thousands).
+    A concurrent writer that took one of those numbers makes it fail with an ``IntegrityError``."""
     if plan.column not in COLUMNS:
         raise ValueError(f"unknown qualification column {plan.column}")
     n, decided = len(plan.ends), len(plan.decided)
@@ -248,7 +263,7 @@ announced AS (
            json_build_object('cause', 'period_end', 'from', r.from_tier, 'reason', r.reason, 'to', r.to_tier)
     FROM recorded r
 )
-SELECT member_id, at, to_tier, from_tier, reason FROM recorded ORDER BY member_id, at, to_tier"""
+SELECT member_id FROM recorded"""
     else:
         record = "\n" + record
     sql = f"""
@@ -294,9 +309,7 @@ moved AS (
 """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL jit = off"))  # compiling this statement costs more than it saves
-    stmt = (
-        text(sql)
-        .bindparams(*(bindparam(name, type_=UTCDateTime()) for name in [*dated, "as_of", "now"]))
-        .columns(at=UTCDateTime())
-    )
-    return [dict(r) for r in conn.execute(stmt, params).mappings()]
+    stmt = text(sql).bindparams(*(bindparam(name, type_=UTCDateTime()) for name in [*dated, "as_of", "now"]))
+    if announce is not None:
+        return [{"member_id": r[0]} for r in conn.execute(stmt, params)]
+    return [dict(r) for r in conn.execute(stmt.columns(at=UTCDateTime()), params).mappings()]
