@@ -91,8 +91,8 @@ def postgres_facts(url: str) -> dict[str, str]:
 
     with psycopg.connect(libpq(url)) as conn:
         facts = {
-            k: str(conn.execute(f"SHOW {k}").fetchone()[0])
-            for k in ("server_version", "fsync", "synchronous_commit", "shared_buffers", "autovacuum")  # type: ignore[index]
+            k: str(conn.execute(f"SHOW {k}").fetchone()[0])  # type: ignore[index]
+            for k in ("server_version", "fsync", "synchronous_commit", "shared_buffers", "autovacuum")
         }
     if facts["fsync"] != "on" or facts["synchronous_commit"] == "off":
         sys.exit(
@@ -173,7 +173,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Run of {meta.get('date', '?')} (`{meta.get('size', '?')}` sizes, {meta.get('rounds', '?')} rounds, "
         f"{meta.get('seconds', '?')} s in all) on {m.get('cpus')} x {m.get('cpu')}, {m.get('memory')}, "
         f"Python {m.get('python')}, PostgreSQL {pg.get('server_version')} (fsync {pg.get('fsync')}, "
-        f"synchronous_commit {pg.get('synchronous_commit')}, shared_buffers {pg.get('shared_buffers')}).",
+        f"synchronous_commit {pg.get('synchronous_commit')}, shared_buffers {pg.get('shared_buffers')}, "
+        f"autovacuum {pg.get('autovacuum', '?')}).",
         "",
         "| benchmark | ratio (median) | min | max | target | Patron | twin | other figures |",
         "|---|---|---|---|---|---|---|---|",
