@@ -30,9 +30,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from patron.domain.errors import Forbidden, PatronError
+from patron.domain.errors import PatronError
 from patron.services import ingest
-from patron.services.merchants import Principal, authenticate
+from patron.services.merchants import Principal, authorize
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,9 @@ class EventBatcher:
 
 def _principal(conn: Any, key: str) -> Principal | PatronError:
     try:
-        principal = authenticate(conn, key=key)
+        return authorize(conn, key=key, scope=SCOPE)
     except PatronError as exc:
         return exc
-    if not principal.allows(SCOPE):
-        return Forbidden(
-            f"this API key's scopes ({', '.join(sorted(principal.scopes))}) do not allow '{SCOPE}'"
-        )
-    return principal
 
 
 def _fail(item: _Item, error: Exception) -> Callable[[], None]:

@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from patron.domain.errors import Conflict, Forbidden, IdempotencyConflict, InvalidInput, Unauthorized
+from patron.domain.errors import Conflict, IdempotencyConflict, InvalidInput, Unauthorized
 from patron.services.clock import utcnow
-from patron.services.merchants import Principal, authenticate
+from patron.services.merchants import Principal, authorize
 from patron.storage import idempotency
 
 Work = Callable[[Connection, Principal], Any]
@@ -42,12 +42,7 @@ class Call:
         return key.strip()
 
     def _principal(self, conn: Connection, scope: str) -> Principal:
-        principal = authenticate(conn, key=self.bearer_key())
-        if not principal.allows(scope):
-            raise Forbidden(
-                f"this API key's scopes ({', '.join(sorted(principal.scopes))}) do not allow '{scope}'"
-            )
-        return principal
+        return authorize(conn, key=self.bearer_key(), scope=scope)
 
     def run(self, work: Work, *, scope: str, status: int = 200, body: Any = None) -> JSONResponse:
         """Run ``work`` in one transaction. ``work`` returns a payload or ``(payload, status)``."""

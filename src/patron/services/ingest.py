@@ -134,7 +134,7 @@ class _Member:
     view_text: str = ""  # ``json.dumps(view)`` without its closing brace
     resume: Checkpoint | None = None  # where their tier folds start (None: enrolment)
     tiers_of: Program | None = None  # the program whose tier rules ``resume`` was taken under
-    checkpointed: bool | None = None  # whether they have tier checkpoints (None: not known)
+    starts: list[datetime] = field(default_factory=list)  # their tier checkpoints' period starts
     tier_text: tuple[dict[str, Any] | None, str] | None = None  # the last tier shown, and as JSON
 
 
@@ -153,7 +153,8 @@ class _Writes:
     postings: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[tuple[str, str, datetime, str]] = field(default_factory=list)  # type, member, at, data
     deltas: dict[str, Balances] = field(default_factory=dict)
-    earliest: dict[str, datetime] = field(default_factory=dict)  # each member's oldest period_at
+    #: of each member with a row older than one of their checkpoints' periods, the oldest such row
+    voids: dict[str, datetime] = field(default_factory=dict)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)  # tier checkpoints to store
     #: the members whose checkpoints of periods after the time (all, for None) become theirs above
     replaced: dict[str, datetime | None] = field(default_factory=dict)
@@ -384,7 +385,8 @@ def _record_purchases(conn: Connection, merchant_id: str, bodies: Sequence[Any])
             slow_members.add(member["id"])
         entry = fast.get(member["id"])
         if entry is None:
-            entry = fast[member["id"]] = _Member(member, balances[member["id"]], {}, [])
+            starts = [c["period_start"] for c in reads.checkpoints.get(member["id"], ())]
+            entry = fast[member["id"]] = _Member(member, balances[member["id"]], {}, [], starts=starts)
         entry.items.append(it)
     for member_id in slow_members & set(fast):
         slow.update(it.index for it in fast.pop(member_id).items)
@@ -545,8 +547,6 @@ def _load_tier_inputs(
                 entry = fast[member_id]
                 entry.rows = {metric: rows[metric].get(member_id, []) for metric in metrics}
                 entry.given = [assignment_of(a) for a in given.get(member_id, ())]
-                if single is not None:
-                    entry.checkpointed = member_id in stored
                 picked = chosen.get(member_id)
                 if picked is None or single is None or single.tiers is None:
                     continue
@@ -707,8 +707,8 @@ def _earn(
         "status_miles": res.status_miles,
         "segments": 0,
     }
-    if m.checkpointed is not False and (member_id not in w.earliest or at < w.earliest[member_id]):
-        w.earliest[member_id] = at
+    if any(at < start for start in m.starts) and (member_id not in w.voids or at < w.voids[member_id]):
+        w.voids[member_id] = at
     w.quals.append(
         (
             merchant_id,
@@ -926,8 +926,8 @@ def _write(
         for table, rows in tables:
             repo.insert_rows(conn, table, rows)
         repo.add_to_balances(conn, merchant_id, w.deltas)
-    voiding = {m: at for m, at in w.earliest.items() if m not in w.replaced}
-    if voiding:  # a row of a period before a member's tier checkpoint voids it
-        tier_repo.drop_checkpoints_before(conn, merchant_id, voiding)
+    voided: dict[str, datetime | None] = {m: at for m, at in w.voids.items() if m not in w.replaced}
+    if voided:  # a row of a period before a member's tier checkpoint voids it
+        tier_repo.replace_checkpoints(conn, merchant_id, voided, [])
     if w.replaced:
         tier_repo.replace_checkpoints(conn, merchant_id, w.replaced, w.checkpoints)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from patron.domain.errors import InvalidInput, NotFound, Unauthorized
+from patron.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from patron.services.clock import utcnow
 from patron.storage import merchants as repo
 from patron.storage.ids import new_id
@@ -90,6 +90,16 @@ def authenticate(conn: Connection, *, key: str) -> Principal:
     if row is None or row["revoked_at"] is not None:
         raise Unauthorized("the API key is missing, unknown or revoked")
     return Principal(row["merchant_id"], row["id"], frozenset(row["scopes"].split()))
+
+
+def authorize(conn: Connection, *, key: str, scope: str) -> Principal:
+    """:func:`authenticate`, and the key must allow ``scope`` (403 otherwise)."""
+    principal = authenticate(conn, key=key)
+    if not principal.allows(scope):
+        raise Forbidden(
+            f"this API key's scopes ({', '.join(sorted(principal.scopes))}) do not allow '{scope}'"
+        )
+    return principal
 
 
 def list_api_keys(conn: Connection, *, merchant_id: str) -> list[dict[str, Any]]:

@@ -207,16 +207,19 @@ def tier_inputs(
 ) -> tuple[list[rules.QualRow], list[rules.Assignment], rules.Checkpoint | None]:
     """What folding the member's tier at ``as_of`` reads: their rows from their checkpoint on
     and the checkpoint when it holds, else their whole history; and their assignments."""
-    given = assignments(conn, merchant_id=merchant_id, member_id=member["id"])
     column = METRIC_COLUMN[program.tiers.metric] if program.tiers else "spend"
-    key = checkpoint_key(program, member)
-    rows = [
-        rules.QualRow(*r)
-        for r in events_repo.qualification_rows_since_checkpoint(
-            conn, merchant_id, member["id"], column, key, as_of
-        )
-    ]
-    stored = repo.checkpoint_of(conn, merchant_id, member["id"], key, as_of)
+    _, found, held, stored = events_repo.event_inputs(  # one round trip on PostgreSQL
+        conn,
+        merchant_id,
+        member["id"],
+        None,
+        column=column,
+        assignments=True,
+        key=checkpoint_key(program, member),
+        as_of=as_of,
+    )
+    rows = [rules.QualRow(*r) for r in found]
+    given = [assignment_of(a) for a in held]
     resume = resume_point(program, member, given, stored, rows, as_of)
     if stored is not None and resume is None:
         rows = qualification_rows(conn, merchant_id=merchant_id, member_id=member["id"], program=program)

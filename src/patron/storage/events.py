@@ -22,7 +22,13 @@ from patron.storage.tables import (
     tier_assignments,
     tier_checkpoints,
 )
-from patron.storage.tiers import ASSIGNMENTS_OF, CHECKPOINT_OF, assignments_of, checkpoint_of
+from patron.storage.tiers import (
+    ASSIGNMENTS_OF,
+    CHECKPOINT_OF,
+    assignments_of,
+    checkpoint_of,
+    latest_checkpoint,
+)
 
 # Built once: the statements every event runs (building a statement costs more than running it).
 _GET_EVENT = select(events).where(
@@ -71,7 +77,7 @@ def event_inputs(
     conn: Connection,
     merchant_id: str,
     member_id: str,
-    external_id: str,
+    external_id: str | None,
     *,
     column: str | None,
     assignments: bool,
@@ -84,17 +90,18 @@ def event_inputs(
     dict[str, Any] | None,
 ]:
     """What applying an event to a member (whose balances are locked) reads: the event already
-    recorded under ``external_id`` (a replay), the member's qualification rows with a value in
-    ``column`` from their tier checkpoint under ``key`` at ``as_of`` on (as
-    :func:`qualification_rows_since_checkpoint` reads them; none when ``column`` is None), with
-    ``assignments`` their tier assignments (as ``storage.tiers.assignments_of`` reads them), and
-    the checkpoint (None without one, or without ``column``). One round trip on PostgreSQL
-    (psycopg's pipeline: four queries sent at once)."""
+    recorded under ``external_id`` (a replay; not looked up for None), the member's
+    qualification rows with a value in ``column`` from their tier checkpoint under ``key`` at
+    ``as_of`` on (as :func:`qualification_rows_since_checkpoint` reads them; none when
+    ``column`` is None), with ``assignments`` their tier assignments (as
+    ``storage.tiers.assignments_of`` reads them), and the checkpoint (None without one, or
+    without ``column``). One round trip on PostgreSQL (psycopg's pipeline: four queries sent at
+    once)."""
     at = as_of or datetime.now(UTC)
     params = {"merchant_id": merchant_id, "member_id": member_id, "external_id": external_id}
     if not is_postgres(conn):
         return (
-            get_event(conn, merchant_id, external_id),
+            get_event(conn, merchant_id, external_id) if external_id is not None else None,
             qualification_rows_since_checkpoint(conn, merchant_id, member_id, column, key, at)
             if column
             else [],
@@ -104,11 +111,11 @@ def event_inputs(
     assert column is None or column in qualifications.c
     chosen = _since({**params, "key": key, "as_of": at})
     with pipelined(conn):
-        found = execute_driver(conn, _GET_EVENT, params)
+        found = execute_driver(conn, _GET_EVENT, params) if external_id is not None else None
         rows = execute_driver(conn, _since_checkpoint_stmt(column), chosen) if column else None
         given = execute_driver(conn, ASSIGNMENTS_OF, params) if assignments else None
         checkpoint = execute_driver(conn, CHECKPOINT_OF, chosen) if column else None
-    existing = driver_rows(conn, events, _EVENT_COLUMNS, found.fetchall())
+    existing = driver_rows(conn, events, _EVENT_COLUMNS, found.fetchall()) if found is not None else []
     quals = []
     if rows is not None:
         utc, dialect = UTCDateTime().process_result_value, conn.dialect
@@ -247,18 +254,7 @@ def _since_checkpoint_stmt(column: str) -> Any:
         q, cp = qualifications.c, tier_checkpoints.c
 
         def checkpoint(name: str) -> Any:  # of the row CHECKPOINT_OF chooses
-            return (
-                select(cp[name])
-                .where(
-                    cp.merchant_id == bindparam("merchant_id"),
-                    cp.member_id == bindparam("member_id"),
-                    cp.key == bindparam("key"),
-                    cp.seen_upto <= bindparam("as_of", type_=UTCDateTime()),
-                )
-                .order_by(cp.period_start.desc())
-                .limit(1)
-                .scalar_subquery()
-            )
+            return latest_checkpoint(cp[name]).scalar_subquery()
 
         start = func.coalesce(checkpoint("period_start"), bindparam("no_checkpoint", type_=UTCDateTime()))
         of_member = (q.merchant_id == bindparam("merchant_id"), q.member_id == bindparam("member_id"))

@@ -32,19 +32,25 @@ def assignments_of(conn: Connection, merchant_id: str, member_id: str) -> list[d
     return [dict(r) for r in conn.execute(ASSIGNMENTS_OF, params).mappings()]
 
 
-#: the member's latest tier checkpoint taken under ``key`` that holds at ``as_of`` (built once:
-#: every event with tiers reads it)
-CHECKPOINT_OF = (
-    select(tier_checkpoints)
-    .where(
-        tier_checkpoints.c.merchant_id == bindparam("merchant_id"),
-        tier_checkpoints.c.member_id == bindparam("member_id"),
-        tier_checkpoints.c.key == bindparam("key"),
-        tier_checkpoints.c.seen_upto <= bindparam("as_of", type_=UTCDateTime()),
+def latest_checkpoint(*columns: Any) -> Any:
+    """``columns`` of the member's latest tier checkpoint taken under ``key`` that holds at
+    ``as_of`` (bound as ``merchant_id``, ``member_id``, ``key``, ``as_of``)."""
+    c = tier_checkpoints.c
+    return (
+        select(*columns)
+        .where(
+            c.merchant_id == bindparam("merchant_id"),
+            c.member_id == bindparam("member_id"),
+            c.key == bindparam("key"),
+            c.seen_upto <= bindparam("as_of", type_=UTCDateTime()),
+        )
+        .order_by(c.period_start.desc())
+        .limit(1)
     )
-    .order_by(tier_checkpoints.c.period_start.desc())
-    .limit(1)
-)
+
+
+#: the whole row of :func:`latest_checkpoint` (built once: every event with tiers reads it)
+CHECKPOINT_OF = latest_checkpoint(tier_checkpoints)
 
 
 def checkpoint_of(
@@ -101,24 +107,6 @@ def replace_checkpoints(
         )
     if rows:
         conn.execute(insert(tier_checkpoints), rows)
-
-
-def drop_checkpoints_before(conn: Connection, merchant_id: str, earliest: dict[str, datetime]) -> None:
-    """Drop the checkpoints that rows just written void: of each member in ``earliest``, those of
-    periods starting after their earliest new row. One query on a batch's members to find them
-    (those with checkpoints are few)."""
-    ids = list(earliest)
-    void: dict[str, datetime | None] = {}
-    for i in range(0, len(ids), 1000):
-        found = conn.execute(
-            select(tier_checkpoints.c.member_id, tier_checkpoints.c.period_start).where(
-                tier_checkpoints.c.merchant_id == merchant_id,
-                tier_checkpoints.c.member_id.in_(ids[i : i + 1000]),
-            )
-        ).all()
-        void.update((m, earliest[m]) for m, start in found if earliest[m] < start)
-    if void:
-        replace_checkpoints(conn, merchant_id, void, [])
 
 
 def insert_assignment(conn: Connection, values: dict[str, Any]) -> None:
