@@ -134,6 +134,9 @@ def test_a_year_not_closed_yet_is_refused_and_nothing_is_written(api: Api) -> No
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["type"].endswith("/year-not-closed") and str(this_year) in r.json()["detail"]
     assert api.get(f"/v1/programs/{program}/dividends/{this_year}").status_code == 404
+    last = api.post(f"/v1/programs/{program}/dividends", {"year": 9999})  # the last year a date has
+    assert last.status_code == 422 and last.json()["type"].endswith("/year-not-closed")
+    assert "start of 10000" in last.json()["detail"]
     assert credit(api, ada)["balances"] == []
     plain = api.program()
     none = api.post(f"/v1/programs/{plain}/dividends", {"year": 2025})

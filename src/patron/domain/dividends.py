@@ -76,10 +76,11 @@ def closed_year(as_of: datetime, tz: ZoneInfo) -> int:
 
 def check_closed(year: int, *, as_of: datetime, tz: ZoneInfo) -> None:
     """A dividend for ``year`` can be paid only once the year is over at ``as_of``."""
-    _, end = year_bounds(year, tz)
-    if end > as_of:
+    # the year ends when the next begins in ``tz``: closed once ``as_of`` is in a later year
+    # there (told without building that instant, which may lie beyond the last year a date has)
+    if year >= as_of.astimezone(tz).year:
         raise YearNotClosed(
-            f"{year} has not closed yet: it ends at {end.isoformat()} ({tz.key}); "
+            f"{year} has not closed yet: it ends at the start of {year + 1} ({tz.key}); "
             f"a dividend is paid for a closed year",
             field="year",
         )
