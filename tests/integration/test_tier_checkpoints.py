@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 
 from patron.services import events, ingest, members, merchants, programs, tiers
@@ -227,3 +228,42 @@ def test_a_history_imported_oldest_first_reads_only_the_latest_period_each_batch
     eve.event(spend(eve.id, "now", 1000, "2026-02-01T10:00:00Z"))
     assert [r[2] for r in eve.rows_read()] == [1000]
     assert eve.periods()[-1] == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("path", ["batch", "one at a time"])
+def test_a_row_from_before_the_program_had_tiers_voids_the_checkpoints_after_it(
+    engine: Engine, path: str
+) -> None:
+    """Tiers came with a version effective 2025; a purchase of 2024 (under the version without
+    tiers) is imported afterwards. No tier is computed for it, yet its spend counts in the fold of
+    the tiers in force now: the checkpoints placed before it came are dropped, and the tier read
+    is the whole history's."""
+    fay = Member(engine)
+    with engine.begin() as conn:
+        program = fay.member["program_id"]
+        untiered = {k: v for k, v in bean_rewards().items() if k != "tiers"}
+        for body, since in ((untiered, "2020-01-01"), (bean_rewards(), "2025-01-01")):
+            programs.update_program(
+                conn,
+                merchant_id=fay.merchant,
+                program_id=program,
+                body=body,
+                effective_from=datetime.fromisoformat(f"{since}T00:00:00+00:00"),
+            )
+    fay.event(spend(fay.id, "y25", 1000, "2025-03-01T10:00:00Z"))
+    assert fay.tiers() == ("member", "member") and fay.periods()
+
+    old = spend(fay.id, "y24", 60000, "2024-06-01T10:00:00Z")  # Gold in 2024 by today's rules
+    if path == "batch":
+        with engine.begin() as conn:
+            [outcome] = ingest.record_purchases(conn, merchant_id=fay.merchant, bodies=[old])
+        assert outcome.error is None and outcome.created
+        assert outcome.result is not None and outcome.result["member"]["tier"] is None  # none then
+    else:
+        assert fay.event(old)["member"]["tier"] is None
+    assert fay.periods() == []  # every checkpoint was placed without the 2024 row
+    # held through 2025, one level down at its end: Silver now, read from the whole history
+    assert fay.tiers() == ("silver", "silver")
+    fay.event(spend(fay.id, "y26", 1000, "2026-03-01T10:00:00Z"))  # the next event takes them again
+    assert fay.periods() and fay.checkpoint()["level_id"] == "silver"  # type: ignore[index]
+    assert fay.tiers() == ("silver", "silver")

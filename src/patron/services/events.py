@@ -61,6 +61,7 @@ from patron.services.tiers import (
     save_checkpoints,
     tier_state,
     tier_summary,
+    void_checkpoints,
 )
 from patron.storage import events as repo
 from patron.storage import ledger as ledger_repo
@@ -187,6 +188,11 @@ class _Ctx:
             self.resume = None
         folded = fold(self.program, self.member, rows, as_of, self.given, self.resume)
         if folded is None:
+            # no tiers when the event occurred, yet its row counts under the tiers of other times
+            # (those in force now, say): the checkpoints placed after it were placed without it
+            void_checkpoints(
+                self.conn, merchant_id=self.merchant_id, member_id=self.member["id"], after=self.occurred_at
+            )
             return None
         state, checkpoints = folded
         if checkpoints:

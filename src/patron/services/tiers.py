@@ -202,6 +202,12 @@ def save_checkpoints(
     repo.replace_checkpoints(conn, merchant_id, after, rows)
 
 
+def void_checkpoints(conn: Connection, *, merchant_id: str, member_id: str, after: datetime) -> None:
+    """Drop the member's checkpoints of periods starting after ``after``: a row of that time was
+    written that they were placed without (the caller holds the member's lock)."""
+    repo.replace_checkpoints(conn, merchant_id, {member_id: after}, [])
+
+
 def tier_inputs(
     conn: Connection, *, merchant_id: str, member: dict[str, Any], program: Program, as_of: datetime
 ) -> tuple[list[rules.QualRow], list[rules.Assignment], rules.Checkpoint | None]:
