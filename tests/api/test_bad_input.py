@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, purchase
+from tests.conftest import Api, bean_rewards, purchase
 
 LINE = {"id": "l1", "sku": "LATTE", "category": "coffee", "quantity": 1, "unit_price": 450}
 
@@ -33,6 +33,15 @@ EVENTS: list[tuple[str, Any, int]] = [
     ("naive time", lambda m: ev(m, occurred_at="2026-03-01T10:00:00"), 422),
     ("not a time", lambda m: ev(m, occurred_at="yesterday"), 422),
     ("future time", lambda m: ev(m, occurred_at="2099-01-01T00:00:00Z"), 422),
+    ("first day there is, east of UTC", lambda m: ev(m, occurred_at="0001-01-01T00:00:00+05:00"), 422),
+    ("before 1970", lambda m: ev(m, occurred_at="1969-12-31T23:59:59Z"), 422),
+    (
+        "a total no till rings up",
+        lambda m: ev(
+            m, items=[{**LINE, "id": f"l{i}", "unit_price": 10**12, "quantity": 10**6} for i in range(3)]
+        ),
+        422,
+    ),
     ("wrong currency", lambda m: ev(m, currency="EUR"), 422),
     ("lowercase currency", lambda m: ev(m, currency="usd"), 422),
     ("unknown member", lambda m: ev("mem_nope"), 404),
@@ -123,6 +132,8 @@ MEMBERS: list[tuple[str, dict[str, Any]]] = [
     ("bad phone", {"phone": "12345"}),
     ("phone without country", {"phone": "415 555 0123"}),
     ("future birthday", {"birthday": "2999-01-01"}),
+    ("enrolled in the future", {"email": "f@example.com", "enrolled_at": "2999-01-01T00:00:00Z"}),
+    ("enrolled on the last day there is", {"email": "l@example.com", "enrolled_at": "9999-12-31T23:59:59Z"}),
     ("bad birthday", {"birthday": "31/12/1990"}),
     ("unknown field", {"email": "a@example.com", "is_admin": True}),
     ("long name", {"name": "n" * 1000}),
@@ -183,6 +194,14 @@ PROGRAMS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("negative expiry", {"name": "P", "currency": "USD", "expiry": {"months": -1}}),
+    (
+        "grace beyond a year",
+        {
+            "name": "P",
+            "currency": "USD",
+            "tiers": {"grace_days": 10**9, "levels": [{"id": "a", "name": "A", "threshold": 0}]},
+        },
+    ),
 ]
 
 
@@ -241,3 +260,45 @@ def test_nul_characters_are_refused_not_a_500(api: Api) -> None:
     if r.status_code == 422:
         assert "NUL" in r.json()["detail"]
         assert api.get("/v1/members", params={"email": "nul@example.com"}).json()["data"] == []
+
+
+INSTANTS = [
+    "0001-01-01T00:00:00+05:00",
+    "9999-12-31T23:00:00-05:00",
+    "9999-12-31T23:59:59Z",
+    "1900-01-01T00:00:00Z",
+]
+
+
+@pytest.mark.parametrize("at", INSTANTS)
+def test_instants_out_of_range_are_422_wherever_a_time_is_taken(api: Api, at: str) -> None:
+    """Times a datetime can hold but Patron cannot compute with (no room for a period or an expiry
+    after them, or no UTC for them): a 422 naming the field, never a 500."""
+    program = api.program()
+    member = api.member(program, email="t@example.com")
+    calls = [
+        api.post(
+            "/v1/events/calculate",
+            {"type": "purchase", "member_id": member, "occurred_at": at, "items": [LINE]},
+        ),
+        api.get(f"/v1/members/{member}", params={"as_of": at}),
+        api.get(f"/v1/members/{member}/tier", params={"as_of": at}),
+        api.get(f"/v1/members/{member}/tier/history", params={"as_of": at}),
+        api.get(f"/v1/members/{member}/ledger", params={"as_of": at}),
+        api.get(f"/v1/programs/{program}", params={"as_of": at}),
+        api.put(f"/v1/programs/{program}", bean_rewards(), params={"effective_from": at}),
+        api.post(f"/v1/members/{member}/tier", {"tier_id": "gold", "reason": "vip", "until": at}),
+    ]
+    for r in calls:
+        assert r.status_code == 422, (r.request.url, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert api.get(f"/v1/programs/{program}/versions").json()["data"][-1]["version"] == 1
+    history = api.get(f"/v1/members/{member}/tier/history").json()["data"]
+    assert [c for c in history if c["cause"] == "assignment"] == []
+
+
+def test_a_dividend_year_no_calendar_has_is_422(api: Api) -> None:
+    program = api.program()
+    for year in (10**30, 10000, 1969):
+        r = api.get(f"/v1/programs/{program}/dividends/{year}")
+        assert r.status_code == 422, r.text

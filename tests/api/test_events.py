@@ -94,6 +94,30 @@ def test_refund_by_amount_is_proportional_and_cancel_takes_the_rest(api: Api) ->
     assert again.status_code == 409
 
 
+def test_a_refund_dated_before_its_purchase_takes_effect_when_the_purchase_did(api: Api) -> None:
+    """Two systems' clocks disagree: the refund says it came first. It is recorded at the
+    purchase's time, so no balance between the two instants shows points taken back before they
+    were earned."""
+    mid = api.member(api.program(), email="early@example.com")
+    api.event(purchase(mid, "o-1", LATTES_AND_MUG, occurred_at="2026-03-01T10:00:00Z"))
+    early = {"id": "rf-1", "type": "refund", "member_id": mid, "refers_to": "o-1", "amount": 1200}
+    r = api.event({**early, "occurred_at": "2026-01-15T09:00:00Z"})
+    assert r["points"] == -16 and r["occurred_at"] == "2026-03-01T10:00:00+00:00"
+    for at in ("2026-02-01T00:00:00Z", "2026-03-01T10:00:00Z", "2026-04-01T00:00:00Z"):
+        points = api.get(f"/v1/members/{mid}", params={"as_of": at}).json()["points"]
+        assert points["available"] >= 0 and points["lifetime_earned"] >= 0, (at, points)
+    assert (
+        api.get(f"/v1/members/{mid}", params={"as_of": "2026-02-01T00:00:00Z"}).json()["points"][
+            "lifetime_earned"
+        ]
+        == 0
+    )
+    assert api.points(mid)["available"] == 33 - 16
+    assert (
+        api.post("/v1/events", {**early, "occurred_at": "2026-01-15T09:00:00Z"}).status_code == 200
+    )  # a replay
+
+
 def test_refund_beyond_the_balance_becomes_debt_repaid_by_later_earnings(api: Api) -> None:
     program = api.program()
     mid = api.member(program, email="debt@example.com")

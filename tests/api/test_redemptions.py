@@ -98,6 +98,29 @@ def test_cancel_returns_exactly_what_was_reserved_to_the_same_lots(api: Api) -> 
     assert r.status_code == 409 and r.json()["type"].endswith("/redemption-cancelled")
 
 
+def test_points_a_refund_took_while_reserved_repay_the_debt_when_they_come_back(api: Api) -> None:
+    """A purchase's points are reserved, then the purchase is refunded (debt policy): the member
+    owes them. Cancelling the reservation gives them back to repay that debt first, not as
+    spendable points beside it."""
+    program = api.program(bean_rewards(rewards=REWARDS, return_policy="debt"))
+    member = api.member(program, email="owes@example.com")
+    line = {"id": "l1", "sku": "BEANS", "category": "retail", "quantity": 1, "unit_price": 25000}
+    api.event(purchase(member, "o-1", [line]))
+    assert api.points(member)["available"] == 250
+    red = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "free-coffee"}).json()
+    api.event(
+        {"id": "r-1", "type": "refund", "member_id": member, "refers_to": "o-1", "items": [{"id": "l1"}]}
+    )
+    pts = api.points(member)
+    assert (pts["available"], pts["reserved"], pts["debt"]) == (0, 100, 100)
+    assert api.post(f"/v1/redemptions/{red['id']}/cancel").json()["status"] == "cancelled"
+    pts = api.points(member)
+    assert (pts["available"], pts["reserved"], pts["debt"]) == (0, 0, 0)
+    again = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "free-coffee"})
+    assert again.status_code == 409 and again.json()["type"].endswith("/insufficient-points")
+    assert api.get("/v1/verify").json()["ok"] is True
+
+
 def test_insufficient_points_is_409_and_writes_nothing(api: Api) -> None:
     member = funded(api, points=120)
     r = api.post(f"/v1/members/{member}/redemptions", {"reward_id": "five-off"})

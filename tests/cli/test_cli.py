@@ -86,6 +86,10 @@ def test_errors_are_a_message_and_a_non_zero_exit(shop: dict[str, Any]) -> None:
     assert proc.returncode == 1 and "not found" in proc.stderr
     proc = run(db, "members", "create", "--program", shop["program"], "--email", "nope", check=False)
     assert proc.returncode == 1 and "email" in proc.stderr
+    made = json.loads(run(db, "members", "create", "--program", shop["program"], "--json").stdout)
+    for at in ("0001-01-01T00:00:00+05:00", "9999-12-31"):  # no UTC for one, no room after the other
+        proc = run(db, "members", "show", made["id"], "--as-of", at, check=False)
+        assert proc.returncode == 1 and "out of range" in proc.stderr, proc.stderr
 
 
 def test_verify_fails_loudly_when_a_balance_disagrees_with_its_postings(shop: dict[str, Any]) -> None:

@@ -116,16 +116,19 @@ def test_bad_transaction_rows_are_reported_and_the_rest_imported(shop: Shop) -> 
         ",2026-03-01,10.00,USD,\n"
         "c3,2099-01-01,10.00,USD,\n"
         "c3,2026-03-04,3.00,USD,,extra\n"
-        "c4,2026-03-05,20.00,USD,\n",
+        "c4,2026-03-05,20.00,USD,\n"
+        "c5,0001-01-01T00:00:00+05:00,4.00,USD,\n"  # no UTC instant for it
+        "c5,1969-12-31,4.00,USD,\n",
     )
     result = shop.run("transactions", str(file), "--batch-size", "3")
     assert result.exit_code == 0, result.output
-    assert "read 12 rows: 3 imported, 0 skipped as already imported, 9 rejected" in result.output
+    assert "read 14 rows: 3 imported, 0 skipped as already imported, 11 rejected" in result.output
     assert (shop.points("c1"), shop.points("c2"), shop.points("c4")) == (10, 7, 20)
     assert shop.points("c3") is None  # its rows were all rejected: no member either
     rejected = errors_of(shop.tmp / "history.errors.csv")
     reasons = {int(r["line"]): r["reason"] for r in rejected}
-    assert sorted(reasons) == [3, 4, 5, 6, 8, 9, 10, 11, 12]
+    assert sorted(reasons) == [3, 4, 5, 6, 8, 9, 10, 11, 12, 14, 15]
+    assert "out of range" in reasons[14] and "out of range" in reasons[15]
     assert "not a date" in reasons[3]
     assert "plain decimal" in reasons[4]
     assert "decimal places" in reasons[5]
@@ -143,7 +146,7 @@ def test_bad_transaction_rows_are_reported_and_the_rest_imported(shop: Shop) -> 
     )
     again = shop.run("transactions", str(fixed))
     assert again.exit_code == 0, again.output
-    assert "read 9 rows: 2 imported" in again.output  # the corrected date, and the row without its extra
+    assert "read 11 rows: 2 imported" in again.output  # the corrected date, and the row without its extra
     assert (shop.points("c1"), shop.points("c3")) == (20, 3)
 
 

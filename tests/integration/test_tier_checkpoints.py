@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from patron.services import events, ingest, members, merchants, programs, tiers
 from patron.services.members import MemberCreate
 from patron.storage import events as events_repo
 from patron.storage import members as members_repo
+from patron.storage.outbox import outbox_events
 from patron.storage.tiers import checkpoint_of, checkpoints_of
 from tests.conftest import bean_rewards, purchase
 
@@ -267,3 +268,41 @@ def test_a_row_from_before_the_program_had_tiers_voids_the_checkpoints_after_it(
     fay.event(spend(fay.id, "y26", 1000, "2026-03-01T10:00:00Z"))  # the next event takes them again
     assert fay.periods() and fay.checkpoint()["level_id"] == "silver"  # type: ignore[index]
     assert fay.tiers() == ("silver", "silver")
+
+
+@pytest.mark.parametrize("path", ["batch", "one at a time"])
+def test_a_late_purchase_announces_a_tier_change_only_when_it_moves_the_tier_held_now(
+    engine: Engine, path: str
+) -> None:
+    """A purchase that arrives late is compared with the tier the member holds now, not the one
+    they held when it occurred: a small one from last year announces nothing; a big one that
+    lifts today's tier announces the move from today's tier."""
+    gil = Member(engine)
+
+    def record(body: dict[str, Any]) -> dict[str, Any]:
+        if path == "one at a time":
+            return gil.event(body)
+        with engine.begin() as conn:
+            [outcome] = ingest.record_purchases(conn, merchant_id=gil.merchant, bodies=[body])
+        assert outcome.error is None and outcome.created and outcome.result is not None
+        return outcome.result
+
+    def changes() -> list[tuple[str, str, str]]:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                select(outbox_events.c.data).where(
+                    outbox_events.c.merchant_id == gil.merchant, outbox_events.c.type == "tier.changed"
+                )
+            )
+            return sorted((d["event_id"], d["from"], d["to"]) for (d,) in rows)
+
+    record(spend(gil.id, "now-1", 25000, "2026-03-01T10:00:00Z"))  # Silver this year
+    assert changes() == [("now-1", "member", "silver")]
+    assert (
+        record(spend(gil.id, "late-small", 500, "2025-06-01T10:00:00Z"))["member"]["tier"]["id"] == "silver"
+    )
+    assert changes() == [("now-1", "member", "silver")]  # she held Member then, Silver still now
+    # Gold in 2025, held through 2026: today's tier moves from Silver
+    assert record(spend(gil.id, "late-big", 60000, "2025-07-01T10:00:00Z"))["member"]["tier"]["id"] == "gold"
+    assert changes() == [("late-big", "silver", "gold"), ("now-1", "member", "silver")]
+    assert gil.tiers() == ("gold", "gold")

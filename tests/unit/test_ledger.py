@@ -21,6 +21,7 @@ from patron.domain.ledger import (
     credit,
     display_points,
     draw,
+    returned,
     spending_order,
     take_back,
 )
@@ -355,3 +356,13 @@ def test_spending_order_compares_instants_not_wall_clocks() -> None:
     # expires 2026-06-01T08:00Z, three hours later, but shows an earlier wall clock
     later = Lot("later", T0, T0, datetime(2026, 6, 1, 8, 0, tzinfo=UTC), 10)
     assert [x.id for x in spending_order([later, early])] == ["early", "later"]
+
+
+def test_points_given_back_repay_a_debt_first_from_the_first_lots() -> None:
+    held = [("lot_a", 60), ("lot_b", 40)]
+    assert returned(held, debt=0) == [
+        Posting(Account.AVAILABLE, 60, "lot_a"),
+        Posting(Account.AVAILABLE, 40, "lot_b"),
+    ]
+    assert returned(held, debt=70) == [Posting(Account.AVAILABLE, 30, "lot_b"), Posting(Account.DEBT, 70)]
+    assert returned(held, debt=500) == [Posting(Account.DEBT, 100)]  # what comes back, no more

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from patron.config import get_settings
 from patron.domain.errors import PatronError
+from patron.services.instant import RANGE, in_range
 from patron.storage import merchants as merchants_repo
 from patron.storage.db import make_engine, migrate
 
@@ -104,9 +105,11 @@ def parse_time(value: str | None) -> datetime | None:
         fail(f"not an RFC 3339 time: {value!r}")
         raise
     if len(value) == 10:
-        return parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=UTC)
     if parsed.tzinfo is None:
         fail(f"time {value!r} needs an offset, e.g. {value}Z")
+    if not in_range(parsed):
+        fail(f"time {value!r} is out of range: {RANGE}")
     return parsed.astimezone(UTC)
 
 

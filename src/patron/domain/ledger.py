@@ -221,6 +221,23 @@ def credit(
     return Journal(kind, tuple(postings), reason)
 
 
+def returned(held: Sequence[tuple[str, int]], *, debt: int) -> list[Posting]:
+    """Postings giving a member back ``held`` (lot id, points) into ``available``, to the same
+    lots: a ``debt`` they owe is repaid first (from the first lots), as :func:`credit` does, so
+    that points never come back spendable beside a debt for them."""
+    owed = max(debt, 0)
+    postings: list[Posting] = []
+    for lot, points in held:
+        repay = min(points, owed)
+        owed -= repay
+        if points - repay:
+            postings.append(Posting(Account.AVAILABLE, points - repay, lot))
+    repaid = max(debt, 0) - owed
+    if repaid:
+        postings.append(Posting(Account.DEBT, repaid))
+    return postings
+
+
 def take_back(
     points: int,
     *,

@@ -28,7 +28,7 @@ from patron.domain.errors import (
     RedemptionRedeemed,
     RewardUnavailable,
 )
-from patron.domain.ledger import Account, Journal, JournalKind, Lot, Posting, draw
+from patron.domain.ledger import Account, Journal, JournalKind, Lot, Posting, draw, returned
 
 
 class RewardKind(StrEnum):
@@ -192,15 +192,15 @@ def reservation(cost: int, lots: Sequence[Lot]) -> Journal:
     return Journal(JournalKind.RESERVATION, tuple(postings), "reserved for a reward")
 
 
-def settle(held: Sequence[tuple[str, int]], *, status: Status, reason: str) -> Journal:
-    """Close a reservation holding ``held`` (lot id, points): redeem, or give the points back."""
+def settle(held: Sequence[tuple[str, int]], *, status: Status, reason: str, debt: int = 0) -> Journal:
+    """Close a reservation holding ``held`` (lot id, points): redeem, or give the points back
+    (repaying first the ``debt`` the member owes, say after a refund took back points they had
+    reserved)."""
     if status == Status.REDEEMED:
         postings = [Posting(Account.RESERVED, -p, lot) for lot, p in held]
         postings.append(Posting(Account.REDEEMED, sum(p for _, p in held)))
         return Journal(JournalKind.REDEMPTION, tuple(postings), reason)
-    back = [Posting(Account.RESERVED, -p, lot) for lot, p in held] + [
-        Posting(Account.AVAILABLE, p, lot) for lot, p in held
-    ]
+    back = [Posting(Account.RESERVED, -p, lot) for lot, p in held] + returned(held, debt=debt)
     kind = JournalKind.LAPSE if status == Status.EXPIRED else JournalKind.CANCELLATION
     return Journal(kind, tuple(back), reason)
 

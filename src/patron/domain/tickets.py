@@ -32,7 +32,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from patron.domain.errors import Conflict, InvalidInput, MemberInactive
-from patron.domain.ledger import Account, Journal, JournalKind, Posting
+from patron.domain.ledger import Account, Journal, JournalKind, Posting, returned
 
 
 class EventStatus(StrEnum):
@@ -196,9 +196,9 @@ def check_cancel(status: str, *, checked_in_at: datetime | None) -> None:
         raise TicketCancelled("this ticket was already cancelled")
 
 
-def give_back_redeemed(held: Sequence[tuple[str, int]], *, reason: str) -> Journal:
+def give_back_redeemed(held: Sequence[tuple[str, int]], *, reason: str, debt: int = 0) -> Journal:
     """Return the points an issued paid ticket spent: program:redeemed -> available, to the same
-    lots (``held`` is what the reservation took, lot by lot)."""
-    postings = [Posting(Account.AVAILABLE, p, lot) for lot, p in held]
+    lots (``held`` is what the reservation took, lot by lot), a ``debt`` owed repaid first."""
+    postings = returned(held, debt=debt)
     postings.append(Posting(Account.REDEEMED, -sum(p for _, p in held)))
     return Journal(JournalKind.CANCELLATION, tuple(postings), reason)

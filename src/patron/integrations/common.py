@@ -23,6 +23,7 @@ from decimal import Decimal
 from functools import wraps
 from typing import Any, TypeVar
 
+from patron.services.instant import in_range
 from patron.services.integrations import Action, Customer, Ignore, MalformedPayload
 from patron.services.money import to_minor
 
@@ -105,7 +106,10 @@ def money(value: Any, currency: str) -> int:
 def instant(value: Any, *, naive_is_utc: bool = False) -> datetime:
     """An RFC 3339 time (or a Unix timestamp) as an aware UTC datetime."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise MalformedPayload(f"timestamp {value!r} is out of range")
     if not isinstance(value, str):
         raise MalformedPayload(f"expected a time, got {value!r}")
     try:
@@ -116,6 +120,8 @@ def instant(value: Any, *, naive_is_utc: bool = False) -> datetime:
         if not naive_is_utc:
             raise MalformedPayload(f"time {value!r} has no offset")
         parsed = parsed.replace(tzinfo=UTC)
+    if not in_range(parsed):
+        raise MalformedPayload(f"time {value!r} is out of range")
     return parsed.astimezone(UTC)
 
 

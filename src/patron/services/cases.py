@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from patron.domain import cases as rules
 from patron.domain.errors import Conflict, InvalidInput, NotFound
 from patron.services.clock import utcnow
+from patron.services.instant import in_range
 from patron.storage import cases as repo
 from patron.storage import members as members_repo
 from patron.storage import web as users_repo
@@ -217,7 +218,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, case_id = json.loads(raw)
         parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None or not isinstance(case_id, str):
+        if parsed.tzinfo is None or not in_range(parsed) or not isinstance(case_id, str):
             raise ValueError
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidInput("cursor is not valid; use next_cursor from the previous page", field="cursor")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from patron.services.instant import Instant
 
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
 Money = Annotated[int, Field(ge=0, le=10**12)]
+#: the most a purchase may total (its lines' price times quantity, and shipping), in minor units
+MAX_TOTAL = 10**13
 
 
 class LineIn(BaseModel):
@@ -46,7 +50,7 @@ class EventIn(BaseModel):
     id: Id = Field(description="Your id for this event; a replay with the same id is a no-op.")
     type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     member_id: Id
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: Instant | None = Field(
         None, description="When it happened (RFC 3339 with offset). Defaults to receipt time."
     )
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
@@ -80,6 +84,9 @@ class EventIn(BaseModel):
             ids = [ln.id for ln in lines]
             if len(set(ids)) != len(ids):
                 raise ValueError("item ids must be unique within an event")
+            total = self.shipping + sum(ln.quantity * ln.unit_price for ln in self.purchase_lines())
+            if total > MAX_TOTAL:
+                raise ValueError(f"the purchase's total ({total}) is above {MAX_TOTAL} in minor units")
         elif self.type == "refund":
             if not self.refers_to:
                 raise ValueError("a refund needs refers_to: the id of the purchase it refunds")

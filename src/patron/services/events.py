@@ -45,6 +45,7 @@ from patron.domain.travel import great_circle_miles
 from patron.services import milestones, referrals
 from patron.services.clock import utcnow
 from patron.services.event_schema import EventIn
+from patron.services.instant import FUTURE_SLACK
 from patron.services.ledger import points_view
 from patron.services.members import PUBLIC_FIELDS
 from patron.services.merchants import ensure_location
@@ -71,7 +72,6 @@ from patron.storage.db import pipelined
 from patron.storage.ids import new_id
 
 BUILTIN_TYPES = frozenset({"purchase", "refund", "cancel", "visit", "flight"})
-FUTURE_SLACK = timedelta(minutes=5)
 
 
 def body_hash(body: Any) -> str:
@@ -173,6 +173,7 @@ class _Ctx:
         self.resume: Checkpoint | None = None  # where their tier fold starts (None: enrolment)
         self.after = balances  # balances once this event's journals are written
         self.tier_id: str | None = None  # the tier held when the event occurred
+        self.folded: tuple[list[QualRow], QualRow] = ([], QualRow(occurred_at, occurred_at, 0))  # rows, own
 
     def tier_after(self, row: QualRow) -> TierState | None:
         """The member's tier once the event's own ``row`` (written) counts; the checkpoints of the
@@ -186,6 +187,7 @@ class _Ctx:
                 self.conn, merchant_id=self.merchant_id, member_id=self.member["id"], program=self.program
             )
             self.resume = None
+        self.folded = (rows, row)
         folded = fold(self.program, self.member, rows, as_of, self.given, self.resume)
         if folded is None:
             # no tiers when the event occurred, yet its row counts under the tiers of other times
@@ -207,6 +209,16 @@ class _Ctx:
                 now=self.now,
             )
         return state
+
+    def tier_without(self) -> str | None:
+        """The tier at the instant :meth:`tier_after` folded to, without the event's own row: what
+        the event moved the member from (the tier when it occurred may differ, for a late one)."""
+        rows, row = self.folded
+        others = [r for r in rows if r is not row and r.source != row.source]
+        folded = fold(
+            self.program, self.member, others, max(self.now, self.occurred_at), self.given, self.resume
+        )
+        return folded[0].level.id if folded is not None and folded[0].level else None
 
     def write(
         self, journal: Journal, *, event_id: str, at: datetime, lot: ledger_repo.NewLot | None = None
@@ -402,6 +414,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
         if res.punched or program.milestones or ctx.member.get("referred_by"):
             writes.close()  # punch cards, milestones and referrals read what was just written
         cards, reached, referral = _side_effects(ctx, ev, res, event_id)
+        member = _member_json(ctx, qual)
         result = {
             "id": ev.id,
             "type": ev.type,
@@ -414,7 +427,7 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
             "rules": [{"rule_id": r, "points": p} for r, p in res.rules],
             "capped": res.capped,
             "program_version": ctx.version,
-            "member": _member_json(ctx, qual),
+            "member": member,
         }
         if ev.type == "flight":
             result["status_miles"] = res.status_miles
@@ -434,7 +447,10 @@ def _earn(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
             ],
             rules=[{"rule_id": r, "points": p} for r, p in res.rules],
         )
-        _announce(ctx, ev, result, tier_before=ctx.tier_id)  # reads its sequence number: the sync
+        before = ctx.tier_id
+        if before is not None and (member["tier"] or {}).get("id") != before:
+            before = ctx.tier_without()  # a late event: did it move the tier held now?
+        _announce(ctx, ev, result, tier_before=before)  # reads its sequence number: the sync
     return result
 
 
@@ -628,7 +644,7 @@ def _qualify(
         **values,
     )
     metric = ctx.program.tiers.metric if ctx.program.tiers else "qualifying_spend"
-    return QualRow(period_at, ctx.occurred_at, values[METRIC_COLUMN[metric]])
+    return QualRow(period_at, ctx.occurred_at, values[METRIC_COLUMN[metric]], event_id)
 
 
 def _member_json(ctx: _Ctx, row: QualRow) -> dict[str, Any]:
@@ -688,6 +704,13 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     if ev.type == "refund" and orig["type"] != "purchase":
         raise InvalidInput(
             f"only purchases can be refunded; cancel a {orig['type']} instead", field="refers_to"
+        )
+    if ctx.occurred_at < orig["occurred_at"]:
+        # dated before the event it reverses (two systems' clocks, a platform's other timestamp):
+        # it takes effect when that event did, so that no balance between the two goes negative
+        ctx.occurred_at = orig["occurred_at"]
+        ctx.program, ctx.version = program_at(
+            ctx.conn, merchant_id=ctx.merchant_id, program_id=ctx.member["program_id"], at=ctx.occurred_at
         )
     earned = [
         ret.LineState(r["line_id"], r["quantity"], r["points"], r["amount"])

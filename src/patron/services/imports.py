@@ -35,7 +35,7 @@ from patron.domain.errors import DuplicateMember, InvalidInput, PatronError
 from patron.domain.identity import normalise_email
 from patron.services import ingest, members
 from patron.services.clock import utcnow
-from patron.services.events import FUTURE_SLACK
+from patron.services.instant import FUTURE_SLACK, in_range
 from patron.services.members import MemberCreate
 from patron.services.money import to_minor
 from patron.services.programs import _errors, program_at
@@ -393,13 +393,18 @@ def _when(value: str, tz: ZoneInfo) -> datetime:
             day = date.fromisoformat(value)
         except ValueError:
             raise InvalidInput(f"occurred_at {value!r} is not a date (YYYY-MM-DD) or an RFC 3339 time")
-        return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+        local = datetime(day.year, day.month, day.day, tzinfo=tz)
+        if not in_range(local):
+            raise InvalidInput(f"occurred_at {value!r} is out of range", field="occurred_at")
+        return local.astimezone(UTC)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidInput(f"occurred_at {value!r} is not a date (YYYY-MM-DD) or an RFC 3339 time")
     if parsed.tzinfo is None:
         raise InvalidInput(f"occurred_at {value!r} needs an offset, e.g. {value}Z")
+    if not in_range(parsed):
+        raise InvalidInput(f"occurred_at {value!r} is out of range", field="occurred_at")
     return parsed.astimezone(UTC)
 
 

@@ -74,13 +74,13 @@ from patron.services import outbox
 from patron.services.clock import utcnow
 from patron.services.event_schema import EventIn
 from patron.services.events import (
-    FUTURE_SLACK,
     body_hash,
     domain_event,
     json_default,
     parse_event,
     record_event,
 )
+from patron.services.instant import FUTURE_SLACK
 from patron.services.members import PUBLIC_FIELDS
 from patron.services.merchants import ensure_location
 from patron.services.programs import program_at
@@ -724,6 +724,11 @@ def _earn(
         )
     )
     shown = _advance(m, rows, values[METRIC_COLUMN[metric]], at, now) if metric else None
+    moved_from = tier_id  # what the event moved the tier held at ``max(now, at)`` from
+    if tier_id is not None and (shown.level.id if shown and shown.level else None) != tier_id:
+        assert m.shown is not None  # a late event: the tier held then, without this row
+        without = m.shown.evaluate(rows, max(now, at))
+        moved_from = without.level.id if without and without.level else None
     for name, kept in m.rows.items():  # later events see this one, as they would from the table
         amount = values[METRIC_COLUMN[name]]
         if amount:
@@ -814,12 +819,12 @@ def _earn(
         reversed_ |= {"points": res.points, "refers_to": ev.refers_to}
         w.outbox.append((outbox.POINTS_REVERSED, member_id, at, json.dumps(reversed_, sort_keys=True)))
     shown_id = summary["id"] if summary else None
-    if tier_id is not None and shown_id != tier_id:
+    if moved_from is not None and shown_id != moved_from:
         changed = {
             "event_id": ev.id,
             "event_type": ev.type,
             "balances": view["points"],
-            "from": tier_id,
+            "from": moved_from,
             "to": shown_id,
             "cause": "event",
         }

@@ -25,6 +25,7 @@ from patron.domain.ledger import (
 )
 from patron.domain.program import Program
 from patron.services.clock import utcnow
+from patron.services.instant import in_range
 from patron.services.programs import program_at
 from patron.storage import events as events_repo
 from patron.storage import ledger as repo
@@ -62,7 +63,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, posting_id = json.loads(raw)
         parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None or not isinstance(posting_id, str):
+        if parsed.tzinfo is None or not in_range(parsed) or not isinstance(posting_id, str):
             raise ValueError
     except (ValueError, TypeError, json.JSONDecodeError):
         raise InvalidInput("cursor is not valid; use next_cursor from the previous page", field="cursor")

@@ -14,6 +14,7 @@ from patron.domain.errors import Conflict, DuplicateMember, InvalidInput, NotFou
 from patron.domain.identity import card_number, normalise_email
 from patron.services import outbox
 from patron.services.clock import utcnow
+from patron.services.instant import FUTURE_SLACK, RANGE, in_range
 from patron.storage import ledger as ledger_repo
 from patron.storage import members as repo
 from patron.storage import programs as programs_repo
@@ -81,6 +82,16 @@ class MemberCreate(MemberFields):
     )
 
 
+def check_enrolled_at(enrolled_at: datetime, now: datetime) -> None:
+    """An enrolment time is aware, no earlier than 1970 and not in the future."""
+    if enrolled_at.tzinfo is None:
+        raise InvalidInput("enrolled_at needs a timezone offset", field="enrolled_at")
+    if not in_range(enrolled_at):
+        raise InvalidInput(f"enrolled_at must lie {RANGE}", field="enrolled_at")
+    if enrolled_at > now + FUTURE_SLACK:
+        raise InvalidInput("enrolled_at is in the future", field="enrolled_at")
+
+
 class MemberUpdate(MemberFields):
     """Change profile fields or status. ``null`` clears a field; omitted fields are kept."""
 
@@ -127,8 +138,7 @@ def enrol(conn: Connection, *, merchant_id: str, data: MemberCreate) -> dict[str
         referred_by = found[0]["id"]
     now = utcnow()
     enrolled_at = data.enrolled_at or now
-    if enrolled_at.tzinfo is None:
-        raise InvalidInput("enrolled_at needs a timezone offset")
+    check_enrolled_at(enrolled_at, now)
     values = {
         "email": data.email,
         "email_key": normalise_email(data.email) if data.email else None,
@@ -183,10 +193,9 @@ def enrol_many(
         return {}
     if programs_repo.get_program(conn, merchant_id, program_id) is None:
         raise NotFound(f"program {program_id} not found")
-    for _, enrolled_at in people:
-        if enrolled_at.tzinfo is None:
-            raise InvalidInput("enrolled_at needs a timezone offset")
     now = utcnow()
+    for _, enrolled_at in people:
+        check_enrolled_at(enrolled_at, now)
     cards = _unique_many(
         conn, merchant_id, "card_number", len(people), lambda: card_number("8", random_digits(14))
     )

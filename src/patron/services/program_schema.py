@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +24,7 @@ from patron.domain.expiry import ExpiryPolicy
 from patron.domain.households import HouseholdSpec
 from patron.domain.milestones import Milestone
 from patron.domain.rewards import PointsPayment, RewardKind, RewardRule
+from patron.services.instant import Instant
 from patron.services.membership_settings import DividendSpec, MembershipPlanSpec, check_plans
 from patron.services.notifications import NotificationsSpec
 from patron.services.surveys import AtRiskSettings, SurveySettings
@@ -54,8 +54,8 @@ class RuleBase(Strict):
     locations: list[str] = Field(default_factory=list, description="Only at these locations.")
     channels: list[str] = Field(default_factory=list, description="Only on these channels.")
     tiers: list[str] = Field(default_factory=list, description="Only for members in these tiers.")
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
     weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
         default_factory=list, description="Only on these weekdays (program timezone)."
     )
@@ -294,7 +294,7 @@ class TiersSpec(Strict):
     )
     period: Literal["calendar_year", "rolling_12_months", "anniversary"] = "calendar_year"
     downgrade: Literal["none", "one_level", "recompute"] = "one_level"
-    grace_days: Annotated[int, Field(ge=0)] = Field(
+    grace_days: Annotated[int, Field(ge=0, le=365)] = Field(
         0, description="Days after a period ends before a downgrade."
     )
     levels: Annotated[list[TierLevelSpec], Field(min_length=1, max_length=50)]
@@ -455,10 +455,10 @@ class RewardSpec(Strict):
     segments: list[Segment] = Field(
         default_factory=list, description="Only members whose latest RFM segment is one of these may redeem."
     )
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
-    visible_from: AwareDatetime | None = None
-    visible_until: AwareDatetime | None = None
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
+    visible_from: Instant | None = None
+    visible_until: Instant | None = None
     stock: Annotated[int, Field(ge=0, le=10**9)] | None = Field(None, description="Total available.")
     limit: RewardLimit | None = Field(None, description="At most count redemptions per member per period.")
     settings: dict[str, Any] = Field(default_factory=dict)

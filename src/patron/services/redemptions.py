@@ -343,14 +343,17 @@ def _settle(
     now: datetime,
     reason: str,
 ) -> dict[str, Any]:
-    ledger_repo.lock_balances(conn, merchant_id, row["member_id"])
+    balances = ledger_repo.lock_balances(conn, merchant_id, row["member_id"])
     row = _load(conn, merchant_id, row["id"], None)  # re-read under the member's lock
     rules.check_transition(row["status"], target, expires_at=row["expires_at"], now=now)
     at = min(now, row["expires_at"]) if target == rules.Status.EXPIRED else now
     journal_id = None
     if row["reserve_journal_id"] is not None:  # a reward granted free holds no points
         journal = rules.settle(
-            repo.held(conn, merchant_id, row["reserve_journal_id"]), status=target, reason=reason
+            repo.held(conn, merchant_id, row["reserve_journal_id"]),
+            status=target,
+            reason=reason,
+            debt=balances.debt,
         )
         _, version = program_at(conn, merchant_id=merchant_id, program_id=row["program_id"], at=now)
         journal_id = ledger_repo.write_journal(

@@ -28,12 +28,12 @@ from patron.domain.cases import Source
 from patron.domain.errors import IdempotencyConflict, InvalidInput, NotFound
 from patron.services import cases as cases_service
 from patron.services.clock import utcnow
+from patron.services.instant import FUTURE_SLACK
 from patron.storage import members as members_repo
 from patron.storage import programs as programs_repo
 from patron.storage import surveys as repo
 from patron.storage.ids import new_id
 
-FUTURE_SLACK = timedelta(minutes=5)
 MAX_PERIODS = 1000
 DEFAULT_SPAN = {rules.Interval.DAY: 30, rules.Interval.WEEK: 7 * 12, rules.Interval.MONTH: 365}
 

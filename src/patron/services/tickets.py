@@ -295,16 +295,19 @@ def cancel(conn: Connection, *, merchant_id: str, ticket_id: str) -> dict[str, A
     promote = None
     if ticket["status"] == rules.TicketStatus.ISSUED and event["status"] == rules.EventStatus.SCHEDULED:
         promote = repo.first_waitlisted(conn, merchant_id, event["id"])
-    for member_id in sorted({ticket["member_id"], *([promote["member_id"]] if promote else [])}):
-        ledger_repo.lock_balances(conn, merchant_id, member_id)
+    locked = {
+        member_id: ledger_repo.lock_balances(conn, merchant_id, member_id)
+        for member_id in sorted({ticket["member_id"], *([promote["member_id"]] if promote else [])})
+    }
+    debt = locked[ticket["member_id"]].debt
     changes: dict[str, Any] = {"status": rules.TicketStatus.CANCELLED.value, "cancelled_at": now}
     if ticket["points"] > 0:
         held = redemptions_repo.held(conn, merchant_id, ticket["reserve_journal_id"])
         reason = f"ticket for {event['name']} ({event['id']}) cancelled: points returned"
         journal = (
-            rules.give_back_redeemed(held, reason=reason)
+            rules.give_back_redeemed(held, reason=reason, debt=debt)
             if ticket["status"] == rules.TicketStatus.ISSUED
-            else reward_rules.settle(held, status=reward_rules.Status.CANCELLED, reason=reason)
+            else reward_rules.settle(held, status=reward_rules.Status.CANCELLED, reason=reason, debt=debt)
         )
         changes["return_journal_id"] = _write(
             conn, journal, merchant_id=merchant_id, member_id=ticket["member_id"], event=event, at=now

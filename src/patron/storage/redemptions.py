@@ -79,10 +79,15 @@ def lock_program(conn: Connection, merchant_id: str, program_id: str) -> None:
 
 
 def held(conn: Connection, merchant_id: str, journal_id: str) -> list[tuple[str, int]]:
-    """(lot id, points) a reservation journal moved into ``reserved``."""
-    stmt = select(postings.c.lot_id, postings.c.amount).where(
-        and_(postings.c.merchant_id == merchant_id, postings.c.journal_id == journal_id),
-        postings.c.account == "reserved",
+    """(lot id, points) a reservation journal moved into ``reserved``, in the order it drew them
+    (the spending order: soonest to expire first)."""
+    stmt = (
+        select(postings.c.lot_id, postings.c.amount)
+        .where(
+            and_(postings.c.merchant_id == merchant_id, postings.c.journal_id == journal_id),
+            postings.c.account == "reserved",
+        )
+        .order_by(postings.c.id)
     )
     return [(str(lot), int(p)) for lot, p in conn.execute(stmt)]
 

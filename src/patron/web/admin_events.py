@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 from patron.domain import tickets as ticket_rules
 from patron.domain.errors import Conflict, InvalidInput, NotFound
 from patron.services import members, programs, tickets
+from patron.services.instant import in_range
 from patron.web.common import Staff, render, staff_page
 
 router = APIRouter(include_in_schema=False)
@@ -119,6 +120,8 @@ async def create_event(request: Request) -> Response:
             starts_at = datetime.fromisoformat(field["starts_at"].strip()).replace(
                 tzinfo=ZoneInfo(program["timezone"])
             )
+            if not in_range(starts_at):
+                raise ValueError
         except ValueError:
             errors["starts_at"] = "Enter the date and time it starts."
         capacity = _whole(field["capacity"], "capacity", errors, 1, MAX_CAPACITY, "50")

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from patron.domain.errors import InvalidInput, NotFound
 from patron.services import merchants, programs, redemptions, tiers
 from patron.services.clock import utcnow
+from patron.services.instant import in_range
 from patron.services.merchants import SCOPES
 from patron.web.common import Staff, render, staff_page
 
@@ -98,7 +99,7 @@ def _parse(text: str, effective_from: str) -> tuple[Any, datetime | None, list[d
     if effective_from.strip():
         try:
             when = datetime.fromisoformat(effective_from.strip().replace("Z", "+00:00"))
-            if when.tzinfo is None:
+            if when.tzinfo is None or not in_range(when):
                 raise ValueError
         except ValueError:
             errors.append(

@@ -14,10 +14,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from patron.api.deps import CallDep
 from patron.services import exports
+from patron.services.instant import Instant
 
 router = APIRouter(tags=["exports"])
 
@@ -59,7 +59,7 @@ def export_members(program_id: str, call: CallDep) -> StreamingResponse:
 
 @router.get("/programs/{program_id}/exports/ledger.csv", response_class=StreamingResponse, responses=_CSV)
 def export_ledger(
-    program_id: str, call: CallDep, since: AwareDatetime | None = None, until: AwareDatetime | None = None
+    program_id: str, call: CallDep, since: Instant | None = None, until: Instant | None = None
 ) -> StreamingResponse:
     """Postings to member accounts, `since <= occurred_at < until`, by occurred_at: id,
     occurred_at, member_id, external_id, kind, reason, account, points (debt positive), event_id,
@@ -70,7 +70,7 @@ def export_ledger(
 
 @router.get("/programs/{program_id}/exports/events.csv", response_class=StreamingResponse, responses=_CSV)
 def export_events(
-    program_id: str, call: CallDep, since: AwareDatetime | None = None, until: AwareDatetime | None = None
+    program_id: str, call: CallDep, since: Instant | None = None, until: Instant | None = None
 ) -> StreamingResponse:
     """The program's events, `since <= occurred_at < until`, by occurred_at: id, type, member_id,
     occurred_at, received_at, points, location_id, refers_to (the event a refund or cancel

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from patron.api.deps import CallDep
 from patron.domain.errors import InvalidInput
 from patron.services import ledger, members
+from patron.services.instant import Instant
 from patron.services.members import MemberCreate, MemberUpdate, member_view
 
 router = APIRouter(tags=["members"])
@@ -66,7 +67,7 @@ def find_members(
 
 
 @router.get("/members/{member_id}")
-def get_member(member_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
+def get_member(member_id: str, call: CallDep, as_of: Instant | None = None) -> JSONResponse:
     """A member with points (available, pending, reserved, debt, lifetime_earned, expired,
     redeemed) and tier, now or as of a past instant."""
 
@@ -116,7 +117,7 @@ def member_ledger(
     call: CallDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
-    as_of: AwareDatetime | None = None,
+    as_of: Instant | None = None,
 ) -> JSONResponse:
     """The member's postings, newest first. Per `account`, `points` sum to that balance."""
 

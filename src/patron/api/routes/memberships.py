@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from patron.api.deps import CallDep
 from patron.services import dividends, memberships
 from patron.services.clock import utcnow
+from patron.services.instant import Instant
 from patron.services.merchants import Principal
 
 router = APIRouter(tags=["memberships"])
@@ -28,7 +29,7 @@ class PaymentIn(BaseModel):
 
     amount: Annotated[int, Field(ge=0, le=10**15, description="Minor units; the plan's fee.")]
     currency: Currency
-    paid_at: AwareDatetime
+    paid_at: Instant
     external_ref: Ref = Field(description="The payment's id at the provider; a replay records nothing.")
 
 
@@ -38,14 +39,14 @@ class MembershipCreate(BaseModel):
     plan_id: Annotated[str, Field(min_length=1, max_length=100)]
     trial: bool = Field(False, description="Start in the plan's trial (the plan must offer one).")
     payment: PaymentIn | None = Field(None, description="The first payment; required without a trial.")
-    started_at: AwareDatetime | None = Field(None, description="Default now; a past time brings in history.")
+    started_at: Instant | None = Field(None, description="Default now; a past time brings in history.")
     external_id: Ref | None = Field(None, description="The provider's subscription id, e.g. Stripe's.")
 
 
 class MembershipCancel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    at: AwareDatetime | None = Field(None, description="When renewal stopped; default now.")
+    at: Instant | None = Field(None, description="When renewal stopped; default now.")
 
 
 class StoreCreditAdjust(BaseModel):
@@ -85,7 +86,7 @@ def start_membership(member_id: str, body: MembershipCreate, call: CallDep) -> J
 
 
 @router.get("/members/{member_id}/memberships")
-def list_memberships(member_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
+def list_memberships(member_id: str, call: CallDep, as_of: Instant | None = None) -> JSONResponse:
     """The member's memberships with their state as of `as_of` (default now): `trialing`,
     `active`, `past_due`, `cancelled` or `lapsed`, the period paid, the tier and benefits in
     force, and fees charged and paid."""
@@ -100,7 +101,7 @@ def list_memberships(member_id: str, call: CallDep, as_of: AwareDatetime | None 
 
 
 @router.get("/memberships/{membership_id}")
-def get_membership(membership_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
+def get_membership(membership_id: str, call: CallDep, as_of: Instant | None = None) -> JSONResponse:
     """One membership as of `as_of`, with its payments and its history of states."""
     return call.run(
         lambda conn, p: memberships.get_membership(
@@ -152,7 +153,7 @@ def cancel_membership(
 def store_credit(
     member_id: str,
     call: CallDep,
-    as_of: AwareDatetime | None = None,
+    as_of: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
     """The member's store credit per currency (the sum of its entries) and the newest entries:
@@ -201,7 +202,9 @@ def pay_dividends(program_id: str, body: DividendRun, call: CallDep) -> JSONResp
 
 
 @router.get("/programs/{program_id}/dividends/{year}")
-def dividend_report(program_id: str, year: int, call: CallDep) -> JSONResponse:
+def dividend_report(
+    program_id: str, year: Annotated[int, Path(ge=1970, le=9999)], call: CallDep
+) -> JSONResponse:
     """What the dividend for `year` paid: each member's eligible spend and amount, the total,
     and the store credit written (equal to the total)."""
     return call.run(

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 
 from patron.api.deps import CallDep
 from patron.services import programs
+from patron.services.instant import Instant
 from patron.services.program_schema import program_json_schema
 
 router = APIRouter(tags=["programs"])
@@ -54,7 +54,7 @@ def program_schema(call: CallDep) -> JSONResponse:
 
 
 @router.get("/programs/{program_id}")
-def get_program(program_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
+def get_program(program_id: str, call: CallDep, as_of: Instant | None = None) -> JSONResponse:
     """A program as in effect now (or at `as_of`), with its version number."""
     return call.run(
         lambda conn, p: programs.get_program(
@@ -69,7 +69,7 @@ def update_program(
     program_id: str,
     call: CallDep,
     body: dict[str, Any] = ProgramBody,
-    effective_from: AwareDatetime | None = None,
+    effective_from: Instant | None = None,
 ) -> JSONResponse:
     """Publish a new version of the program, in effect from `effective_from` (default now).
 

@@ -8,13 +8,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from patron.api.deps import CallDep
 from patron.domain import surveys as rules
 from patron.domain.errors import InvalidInput
 from patron.services import surveys
+from patron.services.instant import Instant
 from patron.services.merchants import Principal
 
 router = APIRouter(tags=["surveys"])
@@ -32,7 +33,7 @@ class _Base(BaseModel):
 
     id: ResponseId | None = None
     comment: Comment | None = None
-    occurred_at: AwareDatetime | None = Field(None, description="When it was answered; default now.")
+    occurred_at: Instant | None = Field(None, description="When it was answered; default now.")
 
 
 class NpsResponseCreate(_Base):

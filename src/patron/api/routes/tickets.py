@@ -7,12 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from patron.api.deps import CallDep
 from patron.domain.errors import Forbidden
 from patron.services import tickets
+from patron.services.instant import Instant
 from patron.services.merchants import Principal
 
 router = APIRouter(tags=["tickets"])
@@ -24,7 +25,7 @@ class TicketedEventCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    starts_at: AwareDatetime
+    starts_at: Instant
     place: Annotated[str, Field(min_length=1, max_length=500)]
     capacity: Annotated[int, Field(ge=1, le=1_000_000, description="Seats.")]
     audience: Annotated[

@@ -6,11 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from patron.api.deps import CallDep
 from patron.services import members, tiers
 from patron.services.clock import utcnow
+from patron.services.instant import Instant
 from patron.services.programs import get_program, program_at, validate_spec
 
 router = APIRouter(tags=["tiers"])
@@ -21,11 +22,11 @@ class TierAssign(BaseModel):
 
     tier_id: Annotated[str, Field(min_length=1, max_length=100)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
-    until: AwareDatetime | None = None
+    until: Instant | None = None
 
 
 @router.get("/members/{member_id}/tier")
-def member_tier(member_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
+def member_tier(member_id: str, call: CallDep, as_of: Instant | None = None) -> JSONResponse:
     """The member's tier, since when and why, the qualifying period's value, what keeps the tier
     (`keep.remaining` of the metric by `keep.by`) and what reaches the next."""
 
@@ -40,7 +41,7 @@ def member_tier(member_id: str, call: CallDep, as_of: AwareDatetime | None = Non
 
 
 @router.get("/members/{member_id}/tier/history")
-def member_tier_history(member_id: str, call: CallDep, as_of: AwareDatetime | None = None) -> JSONResponse:
+def member_tier_history(member_id: str, call: CallDep, as_of: Instant | None = None) -> JSONResponse:
     """Every tier change with its time, reason and cause (`event`, `period_end`, `assignment`)."""
 
     def work(conn, p):  # type: ignore[no-untyped-def]
