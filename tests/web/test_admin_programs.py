@@ -39,6 +39,11 @@ def test_the_editor_refuses_a_broken_program_with_the_reason_and_changes_nothing
         data={"program": "{not json", "action": "preview", "csrf_token": csrf},
     )
     assert r.status_code == 422 and "not valid JSON" in r.text
+    r = browser_client.post(
+        f"/admin/programs/{shop['program_id']}",
+        data={"program": "[" * 100_000, "action": "preview", "csrf_token": csrf},
+    )
+    assert r.status_code == 422 and "nested too deeply" in r.text
     assert "Version 1," in browser_client.get(f"/admin/programs/{shop['program_id']}").text
 
 

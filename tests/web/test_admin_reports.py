@@ -70,6 +70,9 @@ def test_invalid_choices_come_back_beside_their_fields(
     assert (
         r.status_code == 422 and 'id="r-start-error">The first day 2026-02-01 is after the last day' in r.text
     )
+    for end in ("0001-01-01", "9999-12-31"):  # no 30 days before the one, none after the other
+        r = browser_client.get("/admin/reports", params={"end": end})
+        assert r.status_code == 422 and "The window must lie between 1970-01-01" in r.text, end
 
 
 def test_owners_download_csv_and_managers_do_not(

@@ -167,6 +167,26 @@ def test_adjust_points_and_see_the_new_balance(
     assert available(engine, shop["merchant_id"], ann) == 250
 
 
+def test_an_adjustment_submitted_twice_adjusts_once(
+    browser_client: TestClient, shop: dict[str, Any], engine: Engine
+) -> None:
+    sign_in(browser_client, shop["owner"])
+    ann = shop["ann"]["id"]
+    page = browser_client.get(f"/admin/members/{ann}").text
+    form_id = re.search(r'name="form_id" value="([^"]+)"', page)
+    assert form_id
+    data = {"points": "50", "reason": "goodwill", "csrf_token": csrf_of(page), "form_id": form_id.group(1)}
+    places = {
+        browser_client.post(f"/admin/members/{ann}/adjust", data=data).headers["location"] for _ in range(3)
+    }
+    assert places == {f"/admin/members/{ann}?adjusted=50"}
+    assert available(engine, shop["merchant_id"], ann) == 350
+    fresh = re.search(r'name="form_id" value="([^"]+)"', browser_client.get(f"/admin/members/{ann}").text)
+    assert fresh and fresh.group(1) != form_id.group(1)  # the next form adjusts again
+    browser_client.post(f"/admin/members/{ann}/adjust", data={**data, "form_id": fresh.group(1)})
+    assert available(engine, shop["merchant_id"], ann) == 400
+
+
 @pytest.mark.parametrize(
     ("points", "reason", "field", "message"),
     [
@@ -174,6 +194,8 @@ def test_adjust_points_and_see_the_new_balance(
         ("0", "why", "points", "other than 0"),
         ("10", "  ", "reason", "Say why"),
         ("-5000", "too much", "points", "does not have that many available points"),
+        ("9223372036854775807", "a typo", "points", "at most 1,000,000,000 points"),
+        ("9" * 30, "a typo", "points", "at most 1,000,000,000 points"),
     ],
 )
 def test_adjust_errors_are_shown_beside_the_field(

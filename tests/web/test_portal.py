@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from patron.services import portal, users
+from patron.services import members, portal, users
 from patron.services.clock import utcnow
 from patron.services.merchants import create_merchant
 from tests.web.conftest import csrf_of
@@ -58,6 +58,17 @@ def test_an_expired_link_shows_a_clear_page(
 def test_an_unknown_link_is_404(browser_client: TestClient) -> None:
     r = browser_client.get("/portal/login/not-a-real-token")
     assert r.status_code == 404 and "not valid" in r.text
+
+
+def test_a_session_ends_when_the_member_is_erased(
+    browser_client: TestClient, shop: dict[str, Any], engine: Engine
+) -> None:
+    assert browser_client.get(link_for(engine, shop)).status_code == 303
+    assert browser_client.get("/portal").status_code == 200
+    with engine.begin() as conn:
+        members.erase(conn, merchant_id=shop["merchant_id"], member_id=shop["ann"]["id"])
+    for path in ("/portal", "/portal/my-data.json", "/portal/surveys"):
+        assert browser_client.get(path).status_code == 401, path
 
 
 def test_no_session_no_portal(browser_client: TestClient) -> None:

@@ -207,6 +207,11 @@ def test_answer_nps_and_cli_through_the_portal(
     )
     out_of_range = browser_client.post("/portal/surveys/nps", data={"csrf_token": csrf, "score": "11"})
     assert out_of_range.status_code == 422
+    for digit in ("²", "①", "٣"):  # digits to str.isdigit(), not numbers
+        assert (
+            browser_client.post("/portal/surveys/nps", data={"csrf_token": csrf, "score": digit}).status_code
+            == 422
+        )
 
     r = browser_client.post(
         "/portal/surveys/nps", data={"csrf_token": csrf, "score": "9", "comment": "Great"}

@@ -104,3 +104,20 @@ def test_redeem_a_reward_at_the_till(
     bob = shop["bob"]["id"]
     r = browser_client.post(f"/pos/members/{bob}/rewards/free-coffee", data={"csrf_token": csrf})
     assert r.status_code == 409
+
+
+def test_a_double_tap_on_redeem_now_redeems_once(
+    browser_client: TestClient, shop: dict[str, Any], engine: Engine
+) -> None:
+    sign_in(browser_client, shop["staff"])
+    ann = shop["ann"]["id"]
+    page = browser_client.get("/pos", params={"member": ann}).text
+    form_id = re.search(
+        r'rewards/free-coffee">\s*<input[^>]*>\s*<input type="hidden" name="form_id" value="([^"]+)"', page
+    )
+    assert form_id
+    data = {"csrf_token": csrf_of(page), "form_id": form_id.group(1)}
+    for _ in range(3):
+        r = browser_client.post(f"/pos/members/{ann}/rewards/free-coffee", data=data)
+        assert r.status_code == 303 and r.headers["location"].endswith("&redeemed=100")
+    assert (points(engine, shop)["available"], points(engine, shop)["redeemed"]) == (200, 100)

@@ -111,6 +111,10 @@ def _event_external_ids(conn: Connection, merchant_id: str, ids: set[str]) -> di
     return events_repo.external_ids(conn, merchant_id, ids) if ids else {}
 
 
+#: the most points one manual adjustment may add or take back
+MAX_ADJUSTMENT = 1_000_000_000
+
+
 def adjust(
     conn: Connection,
     *,

@@ -40,6 +40,8 @@ def kpis(
     program, _ = program_at(conn, merchant_id=merchant_id, program_id=program_id, at=utcnow())
     zone = ZoneInfo(program.timezone)
     last = last or utcnow().astimezone(zone).date()
+    if not EARLIEST <= last < LATEST:  # before counting 30 days back from it
+        raise InvalidInput(f"the window must lie between {EARLIEST} and {LATEST}", field="end")
     first = first or last - timedelta(days=29)
     if first > last:
         raise InvalidInput(f"the first day {first} is after the last day {last}", field="start")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from patron.storage.tables import idempotency_keys
 
@@ -19,3 +21,25 @@ def get(conn: Connection, merchant_id: str, key: str) -> dict[str, Any] | None:
 
 def put(conn: Connection, **values: Any) -> None:
     conn.execute(insert(idempotency_keys), values)
+
+
+def claim(conn: Connection, **values: Any) -> bool:
+    """Insert the key's row unless the merchant has it: whether this call inserted it. A second
+    claim of the same key waits (PostgreSQL) until the first transaction ends, then says False."""
+    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        dialect(idempotency_keys)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
+        .returning(idempotency_keys.c.key)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def settle(conn: Connection, merchant_id: str, key: str, *, status_code: int, response: Any) -> None:
+    """Record what the request that claimed ``key`` answered."""
+    conn.execute(
+        update(idempotency_keys)
+        .where(idempotency_keys.c.merchant_id == merchant_id, idempotency_keys.c.key == key)
+        .values(status_code=status_code, response=response)
+    )

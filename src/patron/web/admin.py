@@ -14,7 +14,7 @@ from patron.domain.errors import Conflict, InvalidInput, PatronError
 from patron.services import console, ledger, users
 from patron.web import common
 from patron.web.charts import months_chart
-from patron.web.common import Staff, render, staff_page
+from patron.web.common import Staff, render, staff_page, submitted_before, went_to
 from patron.web.format import tier_progress_percent, tier_sentences
 
 router = APIRouter(include_in_schema=False)
@@ -202,6 +202,7 @@ def adjust(
     points: Annotated[str, Form(max_length=40)] = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
+    form_id: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     form = {"points": points, "reason": reason}
     errors: dict[str, str] = {}
@@ -212,6 +213,8 @@ def adjust(
         errors["points"] = "Enter a whole number of points, e.g. 50 or -50."
     if amount == 0 and "points" not in errors:
         errors["points"] = "Enter a number of points other than 0."
+    elif abs(amount) > ledger.MAX_ADJUSTMENT:
+        errors["points"] = f"Adjust by at most {ledger.MAX_ADJUSTMENT:,} points at a time."
     if not reason.strip():
         errors["reason"] = "Say why, for the member's history and the audit trail."
     elif len(reason.strip()) > 500:
@@ -220,7 +223,10 @@ def adjust(
     def work(conn: Connection, who: Staff) -> Response:
         if not errors:
             try:
-                with conn.begin_nested():  # a refused adjustment writes nothing
+                with conn.begin_nested():  # a refused adjustment writes nothing, its form id included
+                    first = submitted_before(conn, who.merchant_id, form_id, request.url.path)
+                    if first is not None:  # submitted twice: adjusted once
+                        return RedirectResponse(first, status_code=303)
                     ledger.adjust(
                         conn,
                         merchant_id=who.merchant_id,
@@ -228,13 +234,14 @@ def adjust(
                         points=amount,
                         reason=reason.strip(),
                     )
+                    return went_to(
+                        conn, who.merchant_id, form_id, f"/admin/members/{member_id}?adjusted={amount}"
+                    )
             except (InvalidInput, Conflict) as exc:
                 field = exc.extra.get("field")
                 if field not in ("points", "reason"):
                     field = "points"
                 errors[field] = _adjust_message(exc)
-            else:
-                return RedirectResponse(f"/admin/members/{member_id}?adjusted={amount}", status_code=303)
         return _member_page(request, conn, who, member_id, form=form, errors=errors, status=422)
 
     return staff_page(request, work, form_csrf=csrf_token, check_csrf=True)

@@ -95,6 +95,8 @@ def _parse(text: str, effective_from: str) -> tuple[Any, datetime | None, list[d
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         errors.append({"loc": f"line {exc.lineno}, column {exc.colno}", "msg": f"not valid JSON: {exc.msg}"})
+    except RecursionError:
+        errors.append({"loc": "program", "msg": "not valid JSON: nested too deeply"})
     when = None
     if effective_from.strip():
         try:

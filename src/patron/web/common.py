@@ -23,7 +23,10 @@ from sqlalchemy import Connection, Engine
 
 from patron.domain.errors import NotFound, PatronError
 from patron.services import users
+from patron.services.clock import utcnow
 from patron.services.users import CONSOLE_ROLES, Session, SessionKind
+from patron.storage import idempotency
+from patron.storage import members as members_repo
 from patron.web import format as fmt
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +40,12 @@ templates.env.filters.update(
     when=fmt.when,
     last_day=fmt.last_day,
 )
-templates.env.globals.update(explain=fmt.explain, entry_points=fmt.entry_points)
+templates.env.globals.update(
+    explain=fmt.explain,
+    entry_points=fmt.entry_points,
+    # a fresh id for each form that must not act twice (a double tap, a resubmission)
+    one_time_id=lambda: secrets.token_urlsafe(12),
+)
 
 STAFF_COOKIE = "patron_staff"
 MEMBER_COOKIE = "patron_member"
@@ -160,8 +168,13 @@ def staff_of(conn: Connection, request: Request) -> Staff | None:
 
 
 def member_of(conn: Connection, request: Request) -> Member | None:
+    """The signed-in member; None without a session, or once their membership is closed (or
+    their data erased): a session outlives neither."""
     session = users.session_for(conn, token=request.cookies.get(MEMBER_COOKIE), kind="member")
-    return None if session is None else Member(session)
+    if session is None:
+        return None
+    member = members_repo.get_member(conn, session.merchant_id, session.subject_id)
+    return None if member is None or member["status"] == "closed" else Member(session)
 
 
 def to_login(request: Request) -> RedirectResponse:
@@ -224,3 +237,27 @@ def member_page(
         return not_found(request)
     except PatronError as exc:
         return error_page(request, 409, exc.title, exc.detail, portal=True)
+
+
+def submitted_before(conn: Connection, merchant_id: str, form_id: str, path: str) -> str | None:
+    """Claim a form's one-time id: None the first time (the caller acts, then calls
+    :func:`went_to`); for a double submit, where the first one went. The claim is part of the
+    caller's transaction, so a submission that fails leaves the id free for another try."""
+    if not form_id:
+        return None  # a form from before one-time ids: acts as it always did
+    key = f"form:{form_id}"
+    values = {"method": "POST", "path": path[:500], "body_hash": "", "status_code": 303}
+    if idempotency.claim(conn, merchant_id=merchant_id, key=key, response={}, created_at=utcnow(), **values):
+        return None
+    first = idempotency.get(conn, merchant_id, key)
+    assert first is not None
+    return str(first["response"].get("location") or path)
+
+
+def went_to(conn: Connection, merchant_id: str, form_id: str, location: str) -> RedirectResponse:
+    """Remember where the form's first submission went, and go there."""
+    if form_id:
+        idempotency.settle(
+            conn, merchant_id, f"form:{form_id}", status_code=303, response={"location": location}
+        )
+    return RedirectResponse(location, status_code=303)

@@ -177,7 +177,7 @@ def surveys_page(request: Request, thanks: str | None = None) -> Response:
 
 def _whole(value: str, low: int, high: int) -> int | None:
     text = value.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" and "①" are digits to isdigit(), not to int()
         return None
     n = int(text)
     return n if low <= n <= high else None

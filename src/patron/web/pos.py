@@ -10,15 +10,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Connection
 
 from patron.domain.errors import Conflict, InvalidInput, NotFound
 from patron.services import console, members, redemptions, tickets
+from patron.services.event_schema import MAX_TOTAL
 from patron.services.events import record_event
 from patron.services.portal import program_facts
-from patron.web.common import Staff, render, staff_page
+from patron.web.common import Staff, render, staff_page, submitted_before, went_to
 from patron.web.format import EXPONENTS, money, when
 
 router = APIRouter(include_in_schema=False)
@@ -98,8 +99,8 @@ def screen(
     member: str | None = None,
     visited: int | None = None,
     redeemed: int | None = None,
-    bought: int | None = None,
-    spent: int | None = None,
+    bought: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
+    spent: Annotated[int | None, Query(ge=0, le=MAX_TOTAL)] = None,
 ) -> Response:
     notice = None
     purchase = (spent, bought) if spent is not None and bought is not None else None
@@ -142,16 +143,26 @@ def visit(
 
 
 @router.post("/pos/members/{member_id}/rewards/{reward_id}")
-def redeem_now(request: Request, member_id: str, reward_id: str, csrf_token: Csrf = "") -> Response:
+def redeem_now(
+    request: Request,
+    member_id: str,
+    reward_id: str,
+    csrf_token: Csrf = "",
+    form_id: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
     def work(conn: Connection, who: Staff) -> Response:
         try:
-            with conn.begin_nested():
+            with conn.begin_nested():  # a refused redemption writes nothing, its form id included
+                first = submitted_before(conn, who.merchant_id, form_id, request.url.path)
+                if first is not None:  # a double tap: the reward was redeemed once
+                    return RedirectResponse(first, status_code=303)
                 done = console.redeem_at_till(
                     conn, merchant_id=who.merchant_id, member_id=member_id, reward_id=reward_id
                 )
+                location = f"/pos?member={quote(member_id)}&redeemed={done['points']}"
+                return went_to(conn, who.merchant_id, form_id, location)
         except (Conflict, InvalidInput) as exc:
             return _screen(request, conn, who, member_id=member_id, error=exc.detail, status=409)
-        return RedirectResponse(f"/pos?member={quote(member_id)}&redeemed={done['points']}", status_code=303)
 
     return staff_page(request, work, console=False, form_csrf=csrf_token, check_csrf=True)
 

@@ -20,7 +20,7 @@ router = APIRouter(tags=["members"])
 class AdjustmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    points: Annotated[int, Field(ge=-1_000_000_000, le=1_000_000_000)]
+    points: Annotated[int, Field(ge=-ledger.MAX_ADJUSTMENT, le=ledger.MAX_ADJUSTMENT)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
