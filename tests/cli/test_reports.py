@@ -191,6 +191,10 @@ def test_unknown_program_and_empty_period_exit_1(db_url: str, shop: dict[str, An
         db_url, shop, "cohorts", "--program", shop["program"], "--from", "2026-13-01", "--out", str(tmp_path)
     )
     assert r.exit_code == 1 and "YYYY-MM-DD" in r.output
+    for args in (("--from", "0001-01-01", "--to", "0001-01-02"), ("--to", "9999-12-31")):
+        r = _report(db_url, shop, "rfm", "--program", shop["program"], *args, "--out", str(tmp_path))
+        assert r.exit_code == 1 and "out of range" in r.output, r.output
+        assert r.exception is None or isinstance(r.exception, SystemExit)
 
 
 def test_liability_and_usage_reports(db_url: str, shop: dict[str, Any], tmp_path: Path) -> None:

@@ -124,6 +124,9 @@ def worker(
             except PatronError as exc:  # reported, and the other jobs still run
                 err.print(f"{name}: {exc.detail}")
                 continue
+            except Exception as exc:
+                err.print(f"{name} failed: {type(exc).__name__}: {exc}"[:2000])
+                continue
             console.print(f"{at.isoformat(timespec='seconds')} {name}: {summary(result)}")
         sent = webhooks_out.dispatch(engine(), now=utcnow())
         if sent.attempted:

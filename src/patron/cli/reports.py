@@ -36,6 +36,8 @@ from patron.cli.common import (
 )
 from patron.services import insights, reports, simulation
 from patron.services.clock import utcnow
+from patron.services.exports import safe_cell
+from patron.services.instant import EARLIEST, LATEST, RANGE
 from patron.services.programs import get_program, program_at
 from patron.storage import usage as usage_repo
 from patron.web.charts import bar_chart
@@ -71,10 +73,13 @@ def _day(value: str | None, name: str, default: date) -> date:
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             raise ValueError
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         fail(f"--{name} must be a date YYYY-MM-DD, not {value!r}")
         raise
+    if not EARLIEST.date() <= day < LATEST.date():
+        fail(f"--{name} {value} is out of range: {RANGE}")
+    return day
 
 
 def _window(start: str | None, end: str | None, days: int = 365) -> tuple[date, date]:
@@ -125,7 +130,7 @@ def _csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+        writer.writerows({k: "" if v is None else safe_cell(v) for k, v in r.items()} for r in rows)
     return path
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,6 +118,20 @@ def _cell(value: Any) -> Any:
         return ""
     if isinstance(value, datetime):
         return value.isoformat()
+    return safe_cell(value)
+
+
+#: what a spreadsheet reads as the start of a formula in a cell
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+
+
+def safe_cell(value: Any) -> Any:
+    """``value`` for a CSV cell a spreadsheet opens: text that would start a formula
+    (``=HYPERLINK(...)`` as a member's name) gets a leading ``'``, so that it shows as text and
+    runs nothing. Plain numbers (``-50``, a phone ``+14155550123``) stay as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
     return value
 
 

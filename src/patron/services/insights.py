@@ -45,6 +45,7 @@ from patron.analytics import segments
 from patron.domain.errors import InvalidInput
 from patron.domain.program import Program
 from patron.services.clock import utcnow
+from patron.services.instant import EARLIEST, LATEST, RANGE
 from patron.services.members import get_member
 from patron.services.programs import program_at
 from patron.storage import analytics as analytics_repo
@@ -62,6 +63,8 @@ def bounds(program: Program, first: date, last: date) -> tuple[datetime, datetim
     """``[start, end)`` in UTC for the local days ``first`` to ``last`` of the program."""
     if first > last:
         raise InvalidInput(f"from {first} is after to {last}", field="from")
+    if not (EARLIEST.date() <= first and last < LATEST.date()):
+        raise InvalidInput(f"the days must lie {RANGE}", field="from")
     zone = ZoneInfo(program.timezone)
     return datetime.combine(first, time(), zone), datetime.combine(last + timedelta(days=1), time(), zone)
 

@@ -132,8 +132,12 @@ def adjust(
         raise MemberInactive("the member is closed")
     if points == 0:
         raise InvalidInput("an adjustment of 0 points changes nothing", field="points")
+    if abs(points) > MAX_ADJUSTMENT:
+        raise InvalidInput(f"adjust by at most {MAX_ADJUSTMENT:,} points at a time", field="points")
     if not reason.strip():
         raise InvalidInput("an adjustment needs a reason", field="reason")
+    if len(reason.strip()) > 500:
+        raise InvalidInput("keep the reason under 500 characters", field="reason")
     now = utcnow()
     at = occurred_at or now
     program, version = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=at)
