@@ -297,6 +297,24 @@ def test_pending_points_are_released_when_the_period_has_passed(api: Api) -> Non
     assert api.points(mid)["pending"] == 0
 
 
+def test_purchases_cancelled_in_full_do_not_count_towards_a_purchase_milestone(api: Api) -> None:
+    stones = [
+        {"id": "third", "name": "Third purchase", "type": "purchase_count", "threshold": 3, "points": 500}
+    ]
+    mid = api.member(api.program(bean_rewards(milestones=stones)), email="loop@example.com")
+    for n in range(3):  # buy and cancel, three times over
+        out = api.event(purchase(mid, f"o-{n}", LATTES_AND_MUG, occurred_at=f"2026-03-0{n + 1}T10:00:00Z"))
+        assert out["milestones"] == []
+        api.event({"id": f"c-{n}", "type": "cancel", "member_id": mid, "refers_to": f"o-{n}"})
+    assert api.points(mid)["available"] == 0
+    half = {"id": "r-3", "type": "refund", "member_id": mid, "refers_to": "o-3", "amount": 100}
+    for n in (3, 4):
+        api.event(purchase(mid, f"o-{n}", LATTES_AND_MUG, occurred_at=f"2026-03-0{n + 1}T10:00:00Z"))
+    api.event(half)  # a partial refund leaves the purchase counted
+    out = api.event(purchase(mid, "o-5", LATTES_AND_MUG, occurred_at="2026-03-06T10:00:00Z"))
+    assert [m["milestone_id"] for m in out["milestones"]] == ["third"]
+
+
 def test_an_event_that_repays_debt_and_reaches_a_milestone_leaves_no_negative_debt(api: Api) -> None:
     stones = [
         {"id": "first", "name": "First purchase", "type": "purchase_count", "threshold": 2, "points": 50}
@@ -304,10 +322,10 @@ def test_an_event_that_repays_debt_and_reaches_a_milestone_leaves_no_negative_de
     mid = api.member(api.program(bean_rewards(milestones=stones)), email="ms@example.com")
     api.event(purchase(mid, "o-1", LATTES_AND_MUG))  # 33
     api.post(f"/v1/members/{mid}/adjustments", {"points": -33, "reason": "spent"})
-    api.event({"id": "c-1", "type": "cancel", "member_id": mid, "refers_to": "o-1"})
-    assert api.points(mid)["debt"] == 33
+    api.event({"id": "r-1", "type": "refund", "member_id": mid, "refers_to": "o-1", "amount": 1200})
+    assert api.points(mid)["debt"] == 16  # a part returned: o-1 still counts as a purchase
     out = api.event(purchase(mid, "o-2", LATTES_AND_MUG, occurred_at="2026-03-02T10:00:00Z"))
     assert [m["milestone_id"] for m in out["milestones"]] == ["first"]
-    assert out["member"]["points"]["debt"] == 0 and out["member"]["points"]["available"] == 50
+    assert out["member"]["points"]["debt"] == 0 and out["member"]["points"]["available"] == 33 - 16 + 50
     assert api.points(mid) == out["member"]["points"]
     assert api.get("/v1/verify").json() == {"ok": True, "problems": []}

@@ -233,6 +233,10 @@ def test_cancel_keeps_the_paid_period_and_a_lifetime_plan_never_lapses(api: Api)
     assert tier_of(api, member) == "gold"
     assert tier_of(api, member, at(paid["paid_through"]) + timedelta(seconds=1)) == "member"
     assert api.post(f"/v1/memberships/{trial['id']}/cancel").status_code == 409
+    earlier = iso(datetime.now(UTC) - timedelta(minutes=1))  # would move the cancellation back
+    assert api.post(f"/v1/memberships/{trial['id']}/cancel", {"at": earlier}).status_code == 409
+    history = api.get(f"/v1/memberships/{trial['id']}").json()["history"]
+    assert [h["kind"] for h in history].count("cancelled") == 1
     late = pay(api, trial["id"], "c-2", datetime.now(UTC), expect=409)
     assert late["type"].endswith("/membership-conflict")
     # after a cancellation a new membership of the plan can start
@@ -259,6 +263,37 @@ def test_cancel_keeps_the_paid_period_and_a_lifetime_plan_never_lapses(api: Api)
     assert "already paid" in twice["detail"]
     assert api.post(f"/v1/memberships/{life['id']}/cancel").json()["state"] == "cancelled"
     assert tier_of(api, life_member) == "member"
+
+
+def test_ending_manual_assignments_keeps_the_tier_a_membership_pays_for(api: Api) -> None:
+    program = api.program(program_body())
+    member = api.member(program, email="plus@example.com")
+    body = {"amount": 999, "currency": "USD", "paid_at": iso(datetime.now(UTC)), "external_ref": "m-1"}
+    assert (
+        api.post(f"/v1/members/{member}/memberships", {"plan_id": "plus", "payment": body}).status_code == 201
+    )
+    assert tier_of(api, member) == "gold"
+    with_silver = api.post(f"/v1/members/{member}/tier", {"tier_id": "silver", "reason": "a week's goodwill"})
+    assert with_silver.status_code in (200, 201), with_silver.text
+    ended = api.client.delete(f"/v1/members/{member}/tier", headers=api.headers())
+    assert ended.status_code == 200 and ended.json() == {"ended": 1}
+    assert tier_of(api, member) == "gold"  # still paid for
+    assert api.client.delete(f"/v1/members/{member}/tier", headers=api.headers()).status_code == 404
+
+
+def test_a_payment_sent_with_an_offset_is_the_same_period_as_in_utc(api: Api) -> None:
+    """A checkout in Tokyo sends its local time: the period it pays is counted from the same
+    instant whatever the offset, so the answer, a later read and the tier all agree."""
+    program = api.program(program_body())
+    member = api.member(program, email="tokyo@example.com")
+    body = {"amount": 999, "currency": "USD", "paid_at": "2026-10-01T08:00:00+09:00", "external_ref": "t-1"}
+    made = api.post(f"/v1/members/{member}/memberships", {"plan_id": "plus", "payment": body})
+    assert made.status_code == 201, made.text
+    read = api.get(f"/v1/memberships/{made.json()['id']}").json()
+    assert made.json()["paid_through"] == read["paid_through"] == read["payments"][0]["period_end"]
+    assert at(read["paid_through"]) == datetime(2026, 10, 30, 23, tzinfo=UTC)  # a month from 09-30T23:00Z
+    inside = at(read["paid_through"]) - timedelta(hours=1)
+    assert tier_of(api, member, inside) == "gold" and memberships(api, member, inside)[0]["state"] == "active"
 
 
 def test_provider_calls_find_the_membership_by_subscription_id_and_are_idempotent(

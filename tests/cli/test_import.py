@@ -197,7 +197,51 @@ def test_unreadable_files_and_unknown_programs_exit_non_zero(shop: Shop) -> None
     good = shop.write("good.csv", TRANSACTIONS)
     unknown = shop.run("transactions", str(good), program="prg_nope")
     assert unknown.exit_code == 1 and "prg_nope" in unknown.output
+    twice = shop.write(
+        "twice.csv", "external_id,occurred_at,amount,currency,Amount \nd1,2026-03-01,100.00,USD,1.00\n"
+    )
+    result = shop.run("transactions", str(twice))
+    assert result.exit_code == 1 and "amount more than once" in result.output
     assert shop.count(tables.events) == 0
+
+
+def test_a_byte_that_is_not_utf8_halfway_says_where_and_how_much_was_recorded(shop: Shop) -> None:
+    rows = [f"m{i},2026-03-01,1.00,USD" for i in range(5000)]
+    rows[2999] = "m2999,2026-03-01,1.00,USD,caf\xe9"  # a Latin-1 byte on file line 3001
+    file = shop.tmp / "mixed.csv"
+    file.write_bytes(
+        ("external_id,occurred_at,amount,currency\n" + "\n".join(rows[:2999])).encode()
+        + b"\n"
+        + rows[2999].encode("latin-1")
+        + b"\n"
+        + "\n".join(rows[3000:]).encode()
+        + b"\n"
+    )
+    result = CliRunner().invoke(
+        app,
+        ["transactions", str(file), "--program", shop.program, "--batch-size", "1000"],
+        env={"PATRON_DATABASE_URL": shop.url, "PATRON_MERCHANT": None, "COLUMNS": "300"},
+    )
+    assert result.exit_code == 1
+    words = " ".join(result.output.split())
+    assert "at line 3001" in words
+    recorded = shop.count(tables.events)
+    assert recorded < 3000 and f"The first {recorded:,} rows were recorded, none after them" in words
+
+
+def test_rejected_rows_are_reported_at_their_line_in_the_file(shop: Shop) -> None:
+    file = shop.write(
+        "lines.csv",
+        "external_id,occurred_at,amount,currency,category\n"
+        'q1,2026-03-01,1.00,USD,"two\nlines"\n'
+        "\n"
+        "\n"
+        "q2,2026-03-01,bad,USD,\n",
+    )
+    result = shop.run("transactions", str(file))
+    assert result.exit_code == 0 and "1 imported" in result.output and "1 rejected" in result.output
+    [rejected] = errors_of(shop.tmp / "lines.errors.csv")
+    assert rejected["external_id"] == "q2" and rejected["line"] == "6"
 
 
 def test_a_real_process_shows_progress_and_prints_the_summary(shop: Shop) -> None:

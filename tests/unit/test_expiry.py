@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patron.domain.expiry import add_months, lot_times
+from patron.domain.expiry import ExpiryPolicy, add_months, lot_times, months_in
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,19 @@ def test_lot_times_with_pending_and_expiry() -> None:
 def test_lot_without_pending_or_expiry() -> None:
     earned = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     assert lot_times(earned, pending_days=0, expiry_months=None) == (earned, None)
+
+
+def test_calendar_months_are_counted_on_the_programs_clock() -> None:
+    """1 March in Auckland is 28 February in UTC: a month on is 1 April there, not 29 March."""
+    auckland = ZoneInfo("Pacific/Auckland")
+    earned = datetime(2026, 3, 1, 10, tzinfo=auckland).astimezone(UTC)
+    assert earned == datetime(2026, 2, 28, 21, tzinfo=UTC)
+    expires = ExpiryPolicy(policy="months", months=1).lot_expiry(earned, auckland)
+    assert expires == datetime(2026, 4, 1, 10, tzinfo=auckland)
+    assert expires is not None and expires.tzinfo == UTC and expires == datetime(2026, 3, 31, 21, tzinfo=UTC)
+    # across the end of summer time (5 April): still 10:00 on the program's clock
+    later = ExpiryPolicy(policy="months", months=2).lot_expiry(earned, auckland)
+    assert later == datetime(2026, 5, 1, 10, tzinfo=auckland) == datetime(2026, 4, 30, 22, tzinfo=UTC)
+    assert months_in(auckland, expires, -1) == earned
+    utc = ExpiryPolicy(policy="months", months=1).lot_expiry(earned, ZoneInfo("UTC"))
+    assert utc == datetime(2026, 3, 28, 21, tzinfo=UTC)  # a UTC program's calendar is UTC's

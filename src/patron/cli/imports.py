@@ -137,6 +137,7 @@ def _import(
         reader.fieldnames = columns
         rejects = _Rejects(errors_path(file), columns)
         run = service.import_members if kind == "members" else service.import_transactions
+        done = [0]  # rows in batches recorded so far
         try:
             with Progress(
                 TextColumn("[bold]{task.description}"),
@@ -148,7 +149,6 @@ def _import(
                 transient=json_out,
             ) as bar:
                 task = bar.add_task(f"{kind} from {file.name}", total=os.path.getsize(file) or None, rows=0)
-                done = [0]
 
                 def advance(rows: int) -> None:
                     done[0] += rows
@@ -162,16 +162,31 @@ def _import(
                     on_rejected=rejects,
                     progress=advance,
                     batch_size=batch_size,
+                    line_of=lambda: reader.line_num,
                 )
         except (UnicodeDecodeError, csv.Error) as exc:
+            # the batch being read is not recorded, and a decoder reads ahead of the rows: say
+            # where the bad line is and how many rows were recorded, not "everything before it"
+            where = _undecodable_line(file) if isinstance(exc, UnicodeDecodeError) else reader.line_num
             fail(
-                f"cannot read {file} past line {reader.line_num}: {exc}. The rows before it are imported; "
-                "fix the file and import it again (rows already imported are skipped)."
+                f"cannot read {file} at line {where}: {exc}. The first {done[0]:,} rows were recorded, "
+                "none after them; fix the file and import it again (rows already recorded are skipped)."
             )
             return
         finally:
             rejects.close()
     _report(summary, rejects, json_out)
+
+
+def _undecodable_line(file: Path) -> int:
+    """The number of the first line of ``file`` that is not UTF-8 (0 when every line is)."""
+    with open(file, "rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 def _report(summary: service.Summary, rejects: _Rejects, json_out: bool) -> None:

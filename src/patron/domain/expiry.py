@@ -32,7 +32,7 @@ class ExpiryPolicy:
 
     def lot_expiry(self, earned_at: datetime, tz: ZoneInfo) -> datetime | None:
         if self.policy == "months" and self.months:
-            return add_months(earned_at, self.months)
+            return months_in(tz, earned_at, self.months)
         if self.policy == "end_of_year":
             year = earned_at.astimezone(tz).year + self.years + 1
             return datetime(year, 1, 1, tzinfo=tz).astimezone(UTC)
@@ -45,6 +45,12 @@ def add_months(at: datetime, months: int) -> datetime:
     year, month = at.year + index // 12, index % 12 + 1
     day = min(at.day, calendar.monthrange(year, month)[1])
     return at.replace(year=year, month=month, day=day)
+
+
+def months_in(tz: ZoneInfo, at: datetime, months: int) -> datetime:
+    """``at`` plus calendar months as the program's clock reads them (a lot earned on 1 March in
+    Auckland expires on 1 April there, not a day early by UTC's calendar), in UTC."""
+    return add_months(at.astimezone(tz), months).astimezone(UTC)
 
 
 def lot_times(

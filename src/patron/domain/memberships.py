@@ -255,6 +255,8 @@ def pay(
 def cancel(m: Membership, *, at: datetime) -> Membership:
     """Stop renewal at ``at``: access runs to the end of the period already paid (or the trial),
     then the membership is over. A final membership cannot be cancelled again."""
+    if m.cancelled_at is not None:  # an earlier time would move the cancellation back
+        raise MembershipConflict(f"the membership was already cancelled at {m.cancelled_at.isoformat()}")
     if at < m.started_at:
         raise InvalidInput("a membership cannot be cancelled before it started", field="at")
     state = state_at(m, at)

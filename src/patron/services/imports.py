@@ -20,7 +20,7 @@ row, so two identical rows are one purchase.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from itertools import islice
@@ -87,6 +87,10 @@ def check_header(kind: str, fieldnames: Sequence[str] | None) -> list[str]:
     if not fieldnames:
         raise InvalidInput("the file is empty: it needs a header row")
     names = [(name or "").strip().lower() for name in fieldnames]
+    known = set(COLUMNS[kind])
+    twice = sorted({n for n in names if n in known and names.count(n) > 1})
+    if twice:  # which of the two would count is anybody's guess: say so rather than pick one
+        raise InvalidInput(f"the header names {', '.join(twice)} more than once; keep one column of each")
     if kind == "members":
         missing = [] if set(IDENTIFIERS) & set(names) else ["external_id, email or phone"]
     else:
@@ -121,11 +125,19 @@ def import_members(
     on_rejected: Callable[[Rejected], None],
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH,
+    line_of: Callable[[], int] | None = None,
 ) -> Summary:
-    """Enrol the members of ``rows``; see the module docstring for what each row means."""
+    """Enrol the members of ``rows``; see the module docstring for what each row means.
+    ``line_of``: the file line the row just read ends on (else rows are counted from line 2)."""
     program = _program(engine, merchant_id, program_id)
     return _run(
-        engine, rows, lambda conn, row: _member(conn, program, row), on_rejected, progress, batch_size
+        engine,
+        rows,
+        lambda conn, row: _member(conn, program, row),
+        on_rejected,
+        progress,
+        batch_size,
+        line_of,
     )
 
 
@@ -144,6 +156,7 @@ def import_transactions(
     on_rejected: Callable[[Rejected], None],
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH,
+    line_of: Callable[[], int] | None = None,
 ) -> Summary:
     """Record the purchases of ``rows`` (earning as the program did when each occurred).
 
@@ -152,14 +165,12 @@ def import_transactions(
     it cannot do in bulk)."""
     program = _program(engine, merchant_id, program_id)
     summary = Summary()
-    source = iter(rows)
-    line = 1
+    source = _numbered(rows, line_of)
     while batch := list(islice(source, max(batch_size, 1))):
         rejected: list[Rejected] = []
         with engine.begin() as conn:
             todo: list[tuple[int, Row, str, datetime, dict[str, Any]]] = []
-            for row in batch:
-                line += 1
+            for line, row in batch:
                 summary.read += 1
                 try:
                     external_id, occurred_at, body = _purchase(program, _clean(row))
@@ -251,6 +262,13 @@ def _members_of(
     return known
 
 
+def _numbered(rows: Iterable[Row], line_of: Callable[[], int] | None) -> Iterator[tuple[int, Row]]:
+    """Each row with its line in the file: where the reader says it ends (a quoted value may
+    span lines, blank lines are skipped), else counted from line 2 (after the header)."""
+    for n, row in enumerate(rows, start=2):
+        yield (line_of() if line_of is not None else n), row
+
+
 def _run(
     engine: Engine,
     rows: Iterable[Row],
@@ -258,14 +276,13 @@ def _run(
     on_rejected: Callable[[Rejected], None],
     progress: Callable[[int], None] | None,
     batch_size: int,
+    line_of: Callable[[], int] | None = None,
 ) -> Summary:
     summary = Summary()
-    source = iter(rows)
-    line = 1
+    source = _numbered(rows, line_of)
     while batch := list(islice(source, max(batch_size, 1))):
         with engine.begin() as conn:
-            for row in batch:
-                line += 1
+            for line, row in batch:
                 summary.read += 1
                 try:
                     clean = _clean(row)

@@ -29,10 +29,12 @@ def in_range(value: datetime) -> bool:
 
 
 def bounded(value: datetime) -> datetime:
-    """``value`` when it lies in ``[EARLIEST, LATEST)``; else ``ValueError`` (a 422)."""
+    """``value`` in UTC when it lies in ``[EARLIEST, LATEST)``; else ``ValueError`` (a 422).
+    In UTC: what is computed from a time (a month on, a day's end) must not depend on the offset
+    it was sent with, and it is stored in UTC."""
     if not in_range(value):
         raise ValueError(f"must lie {RANGE}")
-    return value
+    return value.astimezone(UTC)
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(bounded)]

@@ -251,7 +251,9 @@ def _run_moves(
 
 def _expire_inactive(engine: Engine, *, as_of: datetime, merchant_id: str | None) -> tuple[int, int, int]:
     """The ``inactivity`` policy: the whole balance expires N months after the last activity."""
-    from patron.domain.expiry import add_months
+    from zoneinfo import ZoneInfo
+
+    from patron.domain.expiry import months_in
     from patron.services.programs import program_at
 
     members = lots = points = 0
@@ -263,7 +265,8 @@ def _expire_inactive(engine: Engine, *, as_of: datetime, merchant_id: str | None
             policy = program.expiry
             if policy is None or policy.policy != "inactivity" or not policy.months:
                 continue
-            cutoff = add_months(as_of, -policy.months)
+            tz = ZoneInfo(program.timezone)
+            cutoff = months_in(tz, as_of, -policy.months)
             candidates = [
                 member_id
                 for member_id, _ in repo.inactive_members(
@@ -283,7 +286,7 @@ def _expire_inactive(engine: Engine, *, as_of: datetime, merchant_id: str | None
                 due = repo.due_lots(
                     conn, account="available", due_column="earned_at", as_of=as_of, members=pairs
                 )
-                when = {member_id: add_months(last, policy.months) for member_id, last in found}
+                when = {member_id: months_in(tz, last, policy.months) for member_id, last in found}
                 for d in due:
                     d["at"] = max(when[d["member_id"]], d["at"])
                 move, now = MOVES["expire-points"], utcnow()

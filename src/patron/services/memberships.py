@@ -484,7 +484,7 @@ def subscription_cancelled(
     if row is None:
         raise NotFound(f"no membership has external_id {external_id!r}")
     now = utcnow()
-    if rules.state_at(record_of(row), at or now) in rules.FINAL:
+    if row["cancelled_at"] is not None or rules.state_at(record_of(row), at or now) in rules.FINAL:
         return membership_view(row, _plan_of(conn, row), as_of=now)
     return cancel_membership(conn, merchant_id=merchant_id, membership_id=row["id"], at=at)
 

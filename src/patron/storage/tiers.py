@@ -114,11 +114,14 @@ def insert_assignment(conn: Connection, values: dict[str, Any]) -> None:
 
 
 def end_assignments(conn: Connection, merchant_id: str, member_id: str, at: datetime) -> int:
+    """End at ``at`` the member's manual assignments in force then (held ones: a paid plan's
+    tier, not held, lasts while the membership does and ends with it)."""
     result = conn.execute(
         update(tier_assignments)
         .where(
             tier_assignments.c.merchant_id == merchant_id,
             tier_assignments.c.member_id == member_id,
+            tier_assignments.c.held.is_(True),
             (tier_assignments.c.ends_at.is_(None)) | (tier_assignments.c.ends_at > at),
         )
         .values(ends_at=at)
@@ -238,14 +241,32 @@ def program_members(
 
 
 def progress(conn: Connection, merchant_id: str, member_id: str) -> tuple[int, int]:
-    """(purchases ever made, lifetime qualifying spend net of returns) of a member."""
+    """(purchases made and not wholly returned or cancelled, lifetime qualifying spend net of
+    returns) of a member: a purchase bought and cancelled counts towards neither."""
     from sqlalchemy import func
 
     from patron.storage.tables import events
 
+    reversal = events.alias("reversal")
+    undone = (
+        select(reversal.c.refers_to)
+        .join(
+            qualifications,
+            (qualifications.c.merchant_id == reversal.c.merchant_id)
+            & (qualifications.c.event_id == reversal.c.id),
+        )
+        .where(
+            reversal.c.merchant_id == merchant_id,
+            reversal.c.member_id == member_id,
+            qualifications.c.visits < 0,  # a reversal of all that was left of it
+        )
+    )
     purchases = conn.execute(
         select(func.count()).where(
-            events.c.merchant_id == merchant_id, events.c.member_id == member_id, events.c.type == "purchase"
+            events.c.merchant_id == merchant_id,
+            events.c.member_id == member_id,
+            events.c.type == "purchase",
+            events.c.id.not_in(undone),
         )
     ).scalar()
     spend = conn.execute(
