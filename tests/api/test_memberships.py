@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from patron.domain.memberships import add_months
+from patron.domain.memberships import MembershipConflict, add_months
 from patron.services import memberships as service
 from patron.services.jobs import run_job
 from tests.conftest import Api, bean_rewards
@@ -334,6 +334,42 @@ def test_provider_calls_find_the_membership_by_subscription_id_and_are_idempoten
         assert view["state"] == "cancelled"
     history = api.get(f"/v1/memberships/{r.json()['id']}").json()["history"]
     assert [h["kind"] for h in history] == ["started", "payment", "cancelled"]
+
+
+def test_a_renewal_the_provider_collects_after_the_grace_days_renews(api: Api, engine: Engine) -> None:
+    """Stripe charges a renewal an hour or more after the period ends, and retries for days: a
+    plan without grace days must not lose its subscribers at every renewal."""
+    monthly = {**PLANS[0], "id": "monthly", "trial_days": 0, "grace_days": 0}
+    program = api.program(program_body(membership_plans=[*PLANS, monthly]))
+    member = api.member(program, email="renews@example.com")
+    first = datetime.now(UTC) - timedelta(days=40)  # the period it paid ended ten days ago
+    body = {"amount": 999, "currency": "USD", "paid_at": iso(first), "external_ref": "in_1"}
+    made = api.post(
+        f"/v1/members/{member}/memberships",
+        {"plan_id": "monthly", "started_at": iso(first), "payment": body, "external_id": "sub_9"},
+    )
+    assert made.status_code == 201, made.text
+    assert memberships(api, member)[0]["state"] == "lapsed"
+    manual = pay(api, made.json()["id"], "in_x", datetime.now(UTC), expect=409)  # by hand: final
+    assert manual["type"].endswith("/membership-conflict")
+    with engine.begin() as conn:
+        view, created = service.payment_received(
+            conn,
+            merchant_id=api.merchant_id,
+            external_id="sub_9",
+            amount=999,
+            currency="USD",
+            paid_at=datetime.now(UTC) - timedelta(minutes=5),
+            external_ref="in_2",
+        )
+    assert created and view["state"] == "active" and view["fees"]["periods_paid"] == 2
+    assert at(view["paid_through"]) == add_months(first, 2)  # the next period in turn
+    assert tier_of(api, member) == "gold"
+    with engine.begin() as conn:
+        service.subscription_cancelled(conn, merchant_id=api.merchant_id, external_id="sub_9")
+    late = {"amount": 999, "currency": "USD", "paid_at": datetime.now(UTC), "external_ref": "in_3"}
+    with pytest.raises(MembershipConflict), engine.begin() as conn:  # a cancelled one stays cancelled
+        service.payment_received(conn, merchant_id=api.merchant_id, external_id="sub_9", **late)
 
 
 def test_store_credit_is_money_and_never_goes_negative(api: Api) -> None:

@@ -214,10 +214,12 @@ class Payment:
 
 
 def pay(
-    m: Membership, plan: Plan, *, amount: int, currency: str, paid_at: datetime
+    m: Membership, plan: Plan, *, amount: int, currency: str, paid_at: datetime, renewed: bool = False
 ) -> tuple[Membership, Payment]:
     """Record a payment of the next period. It must be exactly the plan's fee in its currency;
-    a final (lapsed or cancelled) membership and a paid lifetime one take no payment.
+    a final (lapsed or cancelled) membership and a paid lifetime one take no payment, except
+    that ``renewed`` (a payment provider says the subscription renewed: its retries, not the
+    plan's grace days, decide when an unpaid one ends) also pays a lapsed one.
 
     The first payment anchors the billing periods at ``paid_at`` (so a trial converts to active
     at once; without a trial it is the start itself); later ones pay the next period in turn,
@@ -237,7 +239,7 @@ def pay(
         raise InvalidInput("paid_at is before the membership started", field="paid_at")
     opening = m.periods_paid == 0 and m.trial_ends_at is None and paid_at == m.started_at
     state = state_at(m, paid_at)
-    if state in FINAL and not opening:
+    if state in FINAL and not opening and not (renewed and state == State.LAPSED):
         raise MembershipConflict(f"the membership is {state.value}; start a new one")
     if m.interval == Interval.LIFETIME and m.periods_paid > 0:
         raise MembershipConflict("this lifetime membership is already paid")

@@ -305,12 +305,13 @@ def _apply_payment(
     currency: str,
     paid_at: datetime,
     external_ref: str,
+    renewed: bool = False,
 ) -> dict[str, Any]:
     now = utcnow()
     if paid_at > now:
         raise InvalidInput("paid_at cannot be in the future", field="paid_at")
     before = record_of(row)
-    after, paid = rules.pay(before, plan, amount=amount, currency=currency, paid_at=paid_at)
+    after, paid = rules.pay(before, plan, amount=amount, currency=currency, paid_at=paid_at, renewed=renewed)
     merchant_id = row["merchant_id"]
     repo.insert_payment(
         conn,
@@ -385,10 +386,11 @@ def record_payment(
     currency: str,
     paid_at: datetime,
     external_ref: str,
+    renewed: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """A payment of the membership's next period: ``(view, created)``. The same ``external_ref``
     again with the same payment is a replay (``created`` False, nothing written); with another
-    payment it is :class:`IdempotencyConflict`."""
+    payment it is :class:`IdempotencyConflict`. ``renewed``: see ``domain.memberships.pay``."""
     row = _membership(conn, merchant_id, membership_id, lock=True)
     plan = _plan_of(conn, row)
     seen = repo.payment_by_ref(conn, merchant_id, external_ref)
@@ -403,7 +405,14 @@ def record_payment(
             raise IdempotencyConflict(f"payment {external_ref!r} was recorded with different details")
         return membership_view(row, plan, as_of=utcnow()), False
     view = _apply_payment(
-        conn, row, plan, amount=amount, currency=currency, paid_at=paid_at, external_ref=external_ref
+        conn,
+        row,
+        plan,
+        amount=amount,
+        currency=currency,
+        paid_at=paid_at,
+        external_ref=external_ref,
+        renewed=renewed,
     )
     return view, True
 
@@ -420,7 +429,9 @@ def payment_received(
 ) -> tuple[dict[str, Any], bool]:
     """For payment providers (Stripe ``invoice.paid``): a payment for the membership whose
     ``external_id`` is the provider's subscription id; idempotent by ``external_ref`` (the
-    provider's invoice or charge id). Raises :class:`NotFound` for an unknown subscription."""
+    provider's invoice or charge id). Raises :class:`NotFound` for an unknown subscription.
+    A renewal the provider collected after the plan's grace days (its retries take their time)
+    still renews a membership that was not cancelled."""
     row = repo.membership_by_external_id(conn, merchant_id, external_id)
     if row is None:
         raise NotFound(f"no membership has external_id {external_id!r}")
@@ -432,6 +443,7 @@ def payment_received(
         currency=currency,
         paid_at=paid_at,
         external_ref=external_ref,
+        renewed=True,
     )
 
 
