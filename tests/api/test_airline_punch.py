@@ -250,6 +250,29 @@ def test_a_cancelled_visit_takes_its_punch_back(api: Api) -> None:
     assert api.points(mid)["available"] == 10
 
 
+def test_a_visit_cancelled_the_next_day_leaves_that_days_punch_alone(api: Api) -> None:
+    mid = api.member(api.program(COFFEE_CARD), email="nextday@example.com")
+    api.event(visit(mid, "d1", 4))
+    cancel = {"id": "d1-x", "type": "cancel", "member_id": mid, "refers_to": "d1"}
+    api.event({**cancel, "occurred_at": "2026-05-05T08:00:00Z"})  # taken back on the 5th
+    first = api.event(visit(mid, "d2", 5))
+    assert first["points"] == 10 and first["punch_cards"][0]["punches"] == 1
+    second = api.event(visit(mid, "d3", 5))  # once a day all the same
+    assert second["points"] == 0 and "punch_cards" not in second
+    assert api.get(f"/v1/members/{mid}/punch-cards").json()["data"][0]["punches"] == 1
+
+
+def test_a_visit_that_only_punched_a_card_can_be_cancelled_once(api: Api) -> None:
+    card_only = {**COFFEE_CARD, "earning_rules": [COFFEE_CARD["earning_rules"][1]]}
+    mid = api.member(api.program(card_only), email="cardonly@example.com")
+    assert api.event(visit(mid, "p1", 4))["points"] == 0
+    cancel = {"id": "p1-x", "type": "cancel", "member_id": mid, "refers_to": "p1"}
+    assert api.post("/v1/events", cancel).status_code == 201
+    assert api.get(f"/v1/members/{mid}/punch-cards").json()["data"][0]["punches"] == 0
+    again = api.post("/v1/events", {**cancel, "id": "p1-y"})
+    assert again.status_code == 409 and "already fully reversed" in again.json()["detail"]
+
+
 def test_a_punch_card_needs_a_reward_of_the_program(api: Api) -> None:
     body = bean_rewards(
         earning_rules=[{"id": "card", "type": "punch_card", "punches": 5, "reward_id": "no-such"}]

@@ -195,6 +195,24 @@ PROGRAMS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("negative expiry", {"name": "P", "currency": "USD", "expiry": {"months": -1}}),
     (
+        "hours with an offset",
+        {
+            "name": "P",
+            "currency": "USD",
+            "earning_rules": [
+                {"id": "x", "type": "spend", "hours": {"from": "09:00:00+02:00", "to": "11:00:00+02:00"}}
+            ],
+        },
+    ),
+    (
+        "hours that never open",
+        {
+            "name": "P",
+            "currency": "USD",
+            "earning_rules": [{"id": "x", "type": "spend", "hours": {"from": "09:00", "to": "09:00"}}],
+        },
+    ),
+    (
         "grace beyond a year",
         {
             "name": "P",

@@ -338,3 +338,20 @@ def test_the_household_pool_can_pay_for_an_award_booking(bapi: Api) -> None:
     too_much = bapi.post(f"/v1/members/{head}/bookings", booking([head], points=500, use_household_pool=True))
     assert too_much.status_code == 409 and bapi.points(partner)["available"] == 200  # nothing moved
     assert verified(bapi)
+
+
+def test_points_a_cancelled_booking_gives_back_repay_a_debt_first(bapi: Api) -> None:
+    """The booking spent a purchase's points, then the purchase was refunded: the member owes
+    them. Cancelling the booking repays that debt before anything becomes spendable again."""
+    program = bapi.program(bean_rewards(tiers=None))
+    bo = bapi.member(program, email="owes@example.com", name="Bo")
+    line = {"id": "l1", "quantity": 1, "unit_price": 100000}
+    bapi.event({"id": "buy", "type": "purchase", "member_id": bo, "currency": "USD", "items": [line]})
+    assert bapi.points(bo)["available"] == 1000
+    made = bapi.post(f"/v1/members/{bo}/bookings", booking([bo], points=1000))
+    assert made.status_code == 201, made.text
+    bapi.event({"id": "ret", "type": "refund", "member_id": bo, "refers_to": "buy", "items": [{"id": "l1"}]})
+    assert (bapi.points(bo)["available"], bapi.points(bo)["debt"]) == (0, 1000)
+    assert bapi.post(f"/v1/bookings/{made.json()['id']}/cancel").status_code == 200
+    assert (bapi.points(bo)["available"], bapi.points(bo)["debt"]) == (0, 0)
+    assert verified(bapi)

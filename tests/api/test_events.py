@@ -288,6 +288,32 @@ def test_calculate_writes_nothing_and_says_what_is_near(api: Api) -> None:
     assert ledger(api, mid) == []
 
 
+def test_an_item_called_shipping_keeps_its_price_beside_the_shipping_fee(api: Api) -> None:
+    mid = api.member(
+        api.program(bean_rewards(tiers=None, earning_base={"shipping": True})), email="s@example.com"
+    )
+    body = purchase(mid, "ship-1", [{"id": "shipping", "quantity": 1, "unit_price": 10000}], shipping=500)
+    out = api.event(body)
+    assert out["qualifying_amount"] == 10500 and out["points"] == 105
+    assert [(ln["id"], ln["amount"]) for ln in out["lines"]] == [("shipping", 10000), ("shipping~1", 500)]
+
+
+def test_calculate_says_what_recording_would_do(api: Api) -> None:
+    """Held pending, the points are not spendable after the event; a future time or a member who
+    cannot earn is refused as recording them would be."""
+    held = api.member(api.program(bean_rewards(pending_days=14)), email="held@example.com")
+    body = {"type": "purchase", "member_id": held, "items": LATTES_AND_MUG}
+    out = api.post("/v1/events/calculate", body).json()
+    assert out["points"] == 33 and out["available_after"] == 0
+    assert {"kind": "reward", "reward_id": "free-coffee", "points_needed": 100} in out["near"]
+    recorded = api.event({**purchase(held, "h-1", LATTES_AND_MUG), "occurred_at": None})
+    assert recorded["member"]["points"]["available"] == out["available_after"]
+    future = api.post("/v1/events/calculate", {**body, "occurred_at": "2099-01-01T00:00:00Z"})
+    assert future.status_code == 422
+    assert api.patch(f"/v1/members/{held}", {"status": "suspended"}).status_code == 200
+    assert api.post("/v1/events/calculate", body).status_code == 409
+
+
 def test_pending_points_are_released_when_the_period_has_passed(api: Api) -> None:
     mid = api.member(api.program(bean_rewards(pending_days=14)), email="pend@example.com")
     api.event(purchase(mid, "o-1", LATTES_AND_MUG, occurred_at="2026-03-01T10:00:00Z"))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from patron.services import tickets as tickets_service
 from tests.conftest import Api, bean_rewards
 
 
@@ -141,6 +142,25 @@ def test_the_waitlist_is_promoted_in_order(api: Api) -> None:
     assert (seen["seats_taken"], seen["seats_left"], seen["waitlisted"]) == (1, 0, 0)
     listing = api.get(f"/v1/ticketed-events/{event['id']}/tickets").json()["data"]
     assert [t["status"] for t in listing] == ["cancelled", "cancelled", "cancelled", "issued"]
+    for n, member in enumerate(members):  # each told of the ticket they got, with its code
+        issued = api.get("/v1/outbox-events", params={"member_id": member, "type": "ticket.issued"}).json()
+        assert [e["data"]["code"] for e in issued["data"]] == [tickets[n]["code"]]
+
+
+def test_once_the_event_has_started_a_ticket_cannot_be_cancelled(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A no-show gets no refund, and the waitlist is not charged for an event under way."""
+    program = api.program()
+    event = new_event(api, program, capacity=1)
+    first, second = (api.member(program, email=f"s{n}@example.com") for n in range(2))
+    issued, waiting = rsvp(api, event["id"], first), rsvp(api, event["id"], second)
+    started = datetime.fromisoformat(event["starts_at"]) + timedelta(minutes=1)
+    monkeypatch.setattr(tickets_service, "utcnow", lambda: started)
+    late = api.post(f"/v1/tickets/{issued['id']}/cancel")
+    assert late.status_code == 409 and late.json()["type"].endswith("/event-closed")
+    listing = api.get(f"/v1/ticketed-events/{event['id']}/tickets").json()["data"]
+    assert {t["id"]: t["status"] for t in listing} == {issued["id"]: "issued", waiting["id"]: "waitlisted"}
 
 
 def test_a_full_event_without_waitlist_is_409_event_full(api: Api) -> None:

@@ -25,6 +25,7 @@ from patron.api.app import create_app
 from patron.api.routes.integrations import router
 from patron.config import Settings
 from patron.integrations import shopify, square, stripe, woocommerce
+from patron.integrations.common import MalformedPayload
 from tests.conftest import SHARED_DATA, Api, bean_rewards
 
 PUBLIC_URL = "https://loyalty.example.com"
@@ -526,6 +527,9 @@ def test_stripe_signature_vector_and_its_five_minute_tolerance() -> None:
     assert not stripe.verify(v["secret"], body + b"\n", headers, now=signed_at)
     assert not stripe.verify("whsec_other", body, headers, now=signed_at)
     assert not stripe.verify(v["secret"], body, {"Stripe-Signature": "garbage"}, now=signed_at)
+    t = headers["Stripe-Signature"].split(",")[0]
+    for odd in (f"{t},v1=é" + "0" * 63, "t=²,v1=00"):  # text a header may carry: refused, not a 500
+        assert not stripe.verify(v["secret"], body, {"Stripe-Signature": odd}, now=signed_at)
 
 
 def test_stripe_paid_checkout_earns_once(hooks: TestClient, api: Api) -> None:
@@ -545,6 +549,24 @@ def test_stripe_paid_checkout_earns_once(hooks: TestClient, api: Api) -> None:
     unpaid["data"]["object"].update(id="cs_test_2", payment_status="unpaid")
     assert shop.stripe(unpaid).json()["status"] == "ignored"
     assert shop.api.points(member["id"])["available"] == 50
+
+
+def test_stripe_amounts_are_read_in_stripes_own_decimals() -> None:
+    """Stripe writes ISK in hundredths and MGA in whole ariary, unlike ISO 4217: 5,000 kr and
+    10,000 Ar are what Patron records, whatever Stripe's integer looks like."""
+    assert stripe.minor(500000, "ISK", "amount_total") == 5000  # ISO: no decimals
+    assert stripe.minor(10000, "MGA", "amount_total") == 1000000  # ISO: two decimals
+    assert (
+        stripe.minor(2933, "USD", "x"),
+        stripe.minor(1500, "JPY", "x"),
+        stripe.minor(1234, "KWD", "x"),
+    ) == (
+        2933,
+        1500,
+        1234,
+    )
+    with pytest.raises(MalformedPayload):
+        stripe.minor(500050, "ISK", "amount_total")  # Stripe never sends a fraction of a krona
 
 
 def _now() -> datetime:

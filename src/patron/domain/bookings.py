@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from patron.domain.errors import Conflict, InvalidInput
-from patron.domain.ledger import Account, Journal, JournalKind, Lot, Posting, take_back
+from patron.domain.ledger import Account, Journal, JournalKind, Lot, Posting, returned, take_back
 
 MAX_PASSENGERS = 9
 MAX_POINTS_PER_PASSENGER = 10_000_000
@@ -202,10 +202,10 @@ def payment(points: int, lots: Sequence[Lot], reason: str) -> Journal:
     return journal
 
 
-def refund(taken: Sequence[tuple[str, int]], reason: str) -> Journal:
+def refund(taken: Sequence[tuple[str, int]], reason: str, *, debt: int = 0) -> Journal:
     """The cancellation's journal: each ``(lot id, points)`` the payment took goes back to the
-    same lot in ``available``; ``program:redeemed`` gives up the total."""
+    same lot in ``available``, a ``debt`` the member owes repaid first; ``program:redeemed``
+    gives up the total."""
     total = sum(points for _, points in taken)
-    postings = [Posting(Account.REDEEMED, -total)]
-    postings += [Posting(Account.AVAILABLE, points, lot_id) for lot_id, points in taken]
+    postings = [Posting(Account.REDEEMED, -total), *returned(taken, debt=debt)]
     return Journal(JournalKind.CANCELLATION, tuple(postings), reason)

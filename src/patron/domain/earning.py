@@ -154,13 +154,25 @@ def _best(rules: Sequence[Rule]) -> Rule | None:
     return best
 
 
+def _free_id(wanted: str, lines: list[Line]) -> str:
+    """``wanted``, or ``wanted~1``, ``wanted~2``... when an item of the order already has it."""
+    taken = {ln.id for ln in lines}
+    found, n = wanted, 0
+    while found in taken:
+        n += 1
+        found = f"{wanted}~{n}"
+    return found
+
+
 def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
     """What ``event`` earns under ``program`` for a member in ``ctx``. Pure; writes nothing."""
     tz = ZoneInfo(program.timezone)
     rules = [r for r in program.rules if targeted(r.target, event, ctx.tier, tz, ctx.segment)]
     lines = list(event.lines) if event.type == "purchase" else []
     if event.type == "purchase" and event.shipping and program.earning_base.shipping:
-        lines.append(Line(id="shipping", quantity=1, unit_price=event.shipping, category="shipping"))
+        lines.append(
+            Line(id=_free_id("shipping", lines), quantity=1, unit_price=event.shipping, category="shipping")
+        )
     amounts = {ln.id: line_amount(ln, program) for ln in lines}
     total_amount = sum(amounts.values())
 
@@ -211,7 +223,7 @@ def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
                 event_awards.append((rule.id, rule.points))
         elif rule.type == RuleType.VISIT and event.type == "visit":
             if (event.amount or 0) >= rule.min_spend and not (
-                rule.once_per_day and ctx.action_counts.get(rule.id, 0)
+                rule.once_per_day and ctx.action_counts.get(rule.id, 0) > 0
             ):
                 event_awards.append((rule.id, rule.points))
         elif rule.type == RuleType.ACTION and event.type == rule.action:
@@ -233,7 +245,7 @@ def earn(program: Program, event: Event, ctx: Context) -> EarnResult:
                 flight_bonus.append((rule.id, Fraction(event.fare * rate, rule.per_amount)))
         elif rule.type == RuleType.PUNCH_CARD and event.type in ("visit", "purchase"):
             spent = total_amount if event.type == "purchase" else (event.amount or 0)
-            if spent >= rule.min_spend and not (rule.once_per_day and ctx.action_counts.get(rule.id, 0)):
+            if spent >= rule.min_spend and not (rule.once_per_day and ctx.action_counts.get(rule.id, 0) > 0):
                 punched.append(rule.id)
     for rule_id, points in event_awards:
         if total_amount > 0:

@@ -195,7 +195,7 @@ def token_ids(token: str) -> tuple[str, str] | None:
 
 def token_valid(key: bytes, token: str) -> bool:
     ids = token_ids(token)
-    return ids is not None and hmac.compare_digest(sign_token(key, *ids), token)
+    return ids is not None and hmac.compare_digest(sign_token(key, *ids).encode(), token.encode())
 
 
 def switches(off: Iterable[str], known: Iterable[str]) -> Mapping[str, bool]:

@@ -184,8 +184,16 @@ def check_in(status: str, *, checked_in_at: datetime | None) -> None:
         raise TicketWaitlisted("this ticket is on the waitlist and has no seat yet")
 
 
-def check_cancel(status: str, *, checked_in_at: datetime | None) -> None:
-    """An issued or waitlisted ticket can be cancelled; a used or cancelled one cannot."""
+def check_cancel(
+    status: str,
+    *,
+    checked_in_at: datetime | None,
+    starts_at: datetime | None = None,
+    now: datetime | None = None,
+) -> None:
+    """An issued or waitlisted ticket can be cancelled until the event starts; a used or
+    cancelled one cannot (nor, once it has started, one the member did not use: no refund for a
+    no-show, and no seat to hand to the waitlist)."""
     if status == TicketStatus.CHECKED_IN:
         when = checked_in_at.isoformat() if checked_in_at else "earlier"
         raise AlreadyCheckedIn(
@@ -194,6 +202,10 @@ def check_cancel(status: str, *, checked_in_at: datetime | None) -> None:
         )
     if status == TicketStatus.CANCELLED:
         raise TicketCancelled("this ticket was already cancelled")
+    if starts_at is not None and now is not None and now >= starts_at:
+        raise EventClosed(
+            f"the event started at {starts_at.isoformat()}: its tickets can no longer be cancelled"
+        )
 
 
 def give_back_redeemed(held: Sequence[tuple[str, int]], *, reason: str, debt: int = 0) -> Journal:

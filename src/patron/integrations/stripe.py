@@ -28,6 +28,7 @@ from typing import Any
 from patron.integrations.common import (
     Action,
     Customer,
+    MalformedPayload,
     body_id,
     currency_of,
     guarded,
@@ -43,6 +44,30 @@ from patron.integrations.common import (
     unknown_topic,
 )
 from patron.services.integrations import Earn, Ignore, MembershipCancelled, MembershipPaid
+from patron.services.money import exponent
+
+#: Stripe's own decimals for amounts, where they are not 2 (https://docs.stripe.com/currencies):
+#: they differ from ISO 4217's for some (ISK is two-decimal at Stripe, MGA zero-decimal)
+_STRIPE_ZERO = ("BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV")
+STRIPE_EXPONENTS = {
+    **dict.fromkeys((*_STRIPE_ZERO, "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "JOD", "KWD", "OMR", "TND"), 3),
+}
+
+
+def minor(amount: Any, currency: str, what: str) -> int:
+    """A Stripe amount (in Stripe's smallest unit of ``currency``) in Patron's minor units (ISO
+    4217's): 500000 ISK from Stripe is 5,000 kr, which Patron counts as 5000."""
+    value: int = integer(amount, what)
+    shift = exponent(currency) - STRIPE_EXPONENTS.get(currency, 2)
+    scale = int(10 ** abs(shift))
+    if shift >= 0:
+        return value * scale
+    whole, rest = divmod(value, scale)
+    if rest:
+        raise MalformedPayload(f"{what} {value} is not a whole amount of {currency}")
+    return whole
+
 
 NAME = "stripe"
 TOLERANCE = timedelta(minutes=5)
@@ -61,7 +86,7 @@ def verify(
     timestamp, signatures = None, []
     for part in (header(headers, "Stripe-Signature") or "").split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and value.isascii() and value.isdigit():
             timestamp = int(value)
         elif key == "v1":
             signatures.append(value)
@@ -70,7 +95,8 @@ def verify(
     if abs(now.timestamp() - timestamp) > TOLERANCE.total_seconds():
         return False
     expected = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return any(hmac.compare_digest(expected, s) for s in signatures)
+    # as bytes: a header is any text, and compare_digest refuses str that is not ASCII
+    return any(hmac.compare_digest(expected.encode(), s.encode()) for s in signatures)
 
 
 def is_ping(body: bytes, headers: Mapping[str, str]) -> bool:
@@ -105,11 +131,12 @@ def _invoice(invoice: dict[str, Any], at: datetime) -> list[Action]:
     if not isinstance(subscription, str) or not subscription:
         return [Ignore(f"invoice {invoice_id} is not for a subscription")]
     paid = maybe_obj(invoice.get("status_transitions")).get("paid_at")
+    currency = currency_of(invoice["currency"])
     return [
         MembershipPaid(
             subscription=text_id(subscription),
-            amount=integer(invoice["amount_paid"], "amount_paid"),
-            currency=currency_of(invoice["currency"]),
+            amount=minor(invoice["amount_paid"], currency, "amount_paid"),
+            currency=currency,
             paid_at=instant(paid) if paid else at,
             reference=f"stripe:{invoice_id}",
         )
@@ -128,15 +155,16 @@ def _session(session: dict[str, Any], at: datetime) -> list[Action]:
     session_id = text_id(session["id"])
     if session.get("payment_status") != "paid":
         return [Ignore(f"checkout session {session_id} is {session.get('payment_status')}, not paid")]
-    total = integer(session["amount_total"], "amount_total")
+    currency = currency_of(session["currency"])
+    total = minor(session["amount_total"], currency, "amount_total")
     details = maybe_obj(session.get("total_details"))
-    tax = integer(details.get("amount_tax") or 0, "amount_tax")
-    shipping = integer(details.get("amount_shipping") or 0, "amount_shipping")
+    tax = minor(details.get("amount_tax") or 0, currency, "amount_tax")
+    shipping = minor(details.get("amount_shipping") or 0, currency, "amount_shipping")
     event: dict[str, Any] = {
         "id": f"stripe:checkout:{session_id}",
         "type": "purchase",
         "occurred_at": at.isoformat(),
-        "currency": currency_of(session["currency"]),
+        "currency": currency,
         "items": [{"id": "checkout", "quantity": 1, "unit_price": max(total - tax - shipping, 0)}],
     }
     if tax:

@@ -272,13 +272,15 @@ def _load(conn: Connection, merchant_id: str, booking_id: str) -> dict[str, Any]
 def cancel(conn: Connection, *, merchant_id: str, booking_id: str) -> dict[str, Any]:
     """Cancel a booking: its points go back to the booker's lots they came from; tickets void."""
     row = _load(conn, merchant_id, booking_id)
-    ledger_repo.lock_balances(conn, merchant_id, row["member_id"])
+    balances = ledger_repo.lock_balances(conn, merchant_id, row["member_id"])
     row = _load(conn, merchant_id, booking_id)  # re-read under the booker's lock
     if row["status"] != rules.BookingStatus.BOOKED:
         raise rules.BookingCancelled(f"booking {booking_id} was cancelled at {row['cancelled_at']}")
     now = utcnow()
     journal = rules.refund(
-        repo.paid_from(conn, merchant_id, row["journal_id"]), f"cancelled booking {booking_id}"
+        repo.paid_from(conn, merchant_id, row["journal_id"]),
+        f"cancelled booking {booking_id}",
+        debt=balances.debt,
     )
     _, version = program_at(conn, merchant_id=merchant_id, program_id=row["program_id"], at=now)
     journal_id = ledger_repo.write_journal(

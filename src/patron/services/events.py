@@ -609,7 +609,9 @@ def _unpunch(ctx: _Ctx, orig_event_id: str, event_id: str) -> None:
                 "delta": -1,
                 "total": total,
                 "redemption_id": None,
-                "occurred_at": ctx.occurred_at,
+                # on the day it undoes: a punch cancelled a day later must not count against
+                # that later day's once-a-day punch (created_at says when it was taken back)
+                "occurred_at": p["occurred_at"],
                 "created_at": ctx.now,
             },
         )
@@ -722,7 +724,10 @@ def _reverse(ctx: _Ctx, ev: EventIn, digest: str, body: Any) -> dict[str, Any]:
     }
     if ev.type == "cancel":
         deltas = ret.reverse_all(earned, prior)
-        if not deltas:
+        # an event that earned nothing by its lines (a visit that only punched a card, a flight
+        # in a fare class without miles) is still cancelled once: its tier credit and punches
+        nothing_to_take = not earned and not repo.reversed_before(ctx.conn, ctx.merchant_id, orig["id"])
+        if not deltas and not nothing_to_take:
             raise Conflict(f"event {ev.refers_to} is already fully reversed")
     elif ev.amount is not None:
         deltas = ret.reverse_amount(earned, prior, ev.amount)
@@ -830,7 +835,12 @@ def calculate(conn: Connection, *, merchant_id: str, body: Any) -> dict[str, Any
     member = members_repo.get_member(conn, merchant_id, ev.member_id)
     if member is None:
         raise NotFound(f"member {ev.member_id} not found")
-    at = ev.occurred_at.astimezone(UTC) if ev.occurred_at else utcnow()
+    now = utcnow()
+    at = ev.occurred_at.astimezone(UTC) if ev.occurred_at else now
+    if at > now + FUTURE_SLACK:  # refused as recording it would be, so a preview promises nothing more
+        raise InvalidInput("occurred_at is in the future", field="occurred_at")
+    if member["status"] != "active":
+        raise MemberInactive(f"member is {member['status']}: no earning")
     program, version = program_at(conn, merchant_id=merchant_id, program_id=member["program_id"], at=at)
     if ev.type not in BUILTIN_TYPES and ev.type not in program.actions():
         raise InvalidInput(f"unknown event type {ev.type!r}", field="type")
@@ -870,7 +880,8 @@ def calculate(conn: Connection, *, merchant_id: str, body: Any) -> dict[str, Any
                     "remaining": nxt[1],
                 }
             )
-    after = balances.available + max(res.points - balances.debt, 0)
+    # a debt is repaid first; the rest is spendable at once unless the program holds points pending
+    after = balances.available + (max(res.points - balances.debt, 0) if program.pending_days == 0 else 0)
     for reward in sorted(program.rewards, key=lambda r: r.cost):
         if reward.cost > after:
             near.append({"kind": "reward", "reward_id": reward.id, "points_needed": reward.cost - after})

@@ -43,6 +43,19 @@ class Hours(Strict):
     from_: time = Field(alias="from", description="Local time of day the rule starts (inclusive).")
     to: time = Field(description="Local time of day the rule ends (exclusive).")
 
+    @field_validator("from_", "to")
+    @classmethod
+    def _local(cls, value: time) -> time:
+        if value.tzinfo is not None:  # hours are read on the program's clock, not at an offset
+            raise ValueError("a local time of day such as 14:00, without an offset")
+        return value
+
+    @model_validator(mode="after")
+    def _span(self) -> Hours:
+        if self.from_ == self.to:
+            raise ValueError("from and to are the same time: the window would never open")
+        return self
+
 
 #: The RFM segments (``analytics/segments.py``) that rules and rewards can target.
 Segment = Literal["champions", "loyal", "promising", "need_attention", "at_risk", "hibernating", "lost"]

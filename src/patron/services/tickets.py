@@ -266,22 +266,29 @@ def rsvp(conn: Connection, *, merchant_id: str, event_id: str, member_id: str) -
             ticket["redeem_journal_id"] = _redeem_held(conn, merchant_id, ticket, event, now)
     repo.insert_ticket(conn, ticket)
     if status == rules.TicketStatus.ISSUED:
-        from patron.services import outbox
-
-        outbox.emit(
-            conn,
-            merchant_id=merchant_id,
-            type=outbox.TICKET_ISSUED,
-            member_id=member_id,
-            occurred_at=now,
-            data={
-                "ticket_id": ticket["id"],
-                "event_id": event_id,
-                "event_name": event["name"],
-                "code": ticket["code"],
-            },
-        )
+        _announce_issued(conn, merchant_id, ticket, event, now)
     return ticket_view(ticket)
+
+
+def _announce_issued(
+    conn: Connection, merchant_id: str, ticket: dict[str, Any], event: dict[str, Any], at: datetime
+) -> None:
+    """``ticket.issued`` with the code, for the member's webhook and message."""
+    from patron.services import outbox
+
+    outbox.emit(
+        conn,
+        merchant_id=merchant_id,
+        type=outbox.TICKET_ISSUED,
+        member_id=ticket["member_id"],
+        occurred_at=at,
+        data={
+            "ticket_id": ticket["id"],
+            "event_id": event["id"],
+            "event_name": event["name"],
+            "code": ticket["code"],
+        },
+    )
 
 
 def cancel(conn: Connection, *, merchant_id: str, ticket_id: str) -> dict[str, Any]:
@@ -290,8 +297,10 @@ def cancel(conn: Connection, *, merchant_id: str, ticket_id: str) -> dict[str, A
     first = _ticket_row(conn, merchant_id, ticket_id)
     event = _event_row(conn, merchant_id, first["event_id"], lock=True)
     ticket = _ticket_row(conn, merchant_id, ticket_id)  # re-read under the event's lock
-    rules.check_cancel(ticket["status"], checked_in_at=ticket["checked_in_at"])
     now = utcnow()
+    rules.check_cancel(
+        ticket["status"], checked_in_at=ticket["checked_in_at"], starts_at=event["starts_at"], now=now
+    )
     promote = None
     if ticket["status"] == rules.TicketStatus.ISSUED and event["status"] == rules.EventStatus.SCHEDULED:
         promote = repo.first_waitlisted(conn, merchant_id, event["id"])
@@ -319,7 +328,9 @@ def cancel(conn: Connection, *, merchant_id: str, ticket_id: str) -> dict[str, A
         if promote["points"] > 0:
             seat["redeem_journal_id"] = _redeem_held(conn, merchant_id, promote, event, now)
         repo.update_ticket(conn, merchant_id, promote["id"], **seat)
-        promoted = ticket_view(_ticket_row(conn, merchant_id, promote["id"]))
+        promoted_row = _ticket_row(conn, merchant_id, promote["id"])
+        _announce_issued(conn, merchant_id, promoted_row, event, now)
+        promoted = ticket_view(promoted_row)
     return {**ticket_view(_ticket_row(conn, merchant_id, ticket_id)), "promoted": promoted}
 
 

@@ -221,7 +221,7 @@ def update_endpoint(
                 "disabled_at": None,
             }
         else:
-            values |= {"disabled_reason": "disabled by the merchant", "disabled_at": utcnow()}
+            values |= {"disabled_reason": repo.BY_THE_MERCHANT, "disabled_at": utcnow()}
     if values:
         values["updated_at"] = utcnow()
         repo.update_endpoint(conn, merchant_id, endpoint_id, values)
@@ -347,7 +347,7 @@ def fan_out(
         return 0, 0
     keys = [(e["merchant_id"], e["id"]) for e in events]
     endpoints: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for ep in repo.enabled_endpoints(conn, {e["merchant_id"] for e in events}):
+    for ep in repo.receiving_endpoints(conn, {e["merchant_id"] for e in events}):
         endpoints[ep["merchant_id"]].append(ep)
     done = repo.existing_pairs(conn, keys)
     rows = [
@@ -502,6 +502,9 @@ def dispatch(
         result.fanned_out, result.queued = fan_out(conn, now=now, limit=limit, merchant_id=merchant_id)
     own = client is None
     http = client or httpx.Client(follow_redirects=False)
+    # each delivery is signed with the time it is sent: a pass behind a slow endpoint can take
+    # minutes, and receivers refuse signatures older than five
+    began = time.monotonic()
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             while result.attempted < limit:
@@ -513,7 +516,9 @@ def dispatch(
                     repo.lease(conn, keys, now + timedelta(seconds=timeout + 60))
                 if not batch:
                     break
-                go: Callable[[dict[str, Any]], Outcome] = lambda d: send(http, d, now=now, timeout=timeout)  # noqa: E731
+                go: Callable[[dict[str, Any]], Outcome] = lambda d: send(  # noqa: E731
+                    http, d, now=now + timedelta(seconds=time.monotonic() - began), timeout=timeout
+                )
                 outcomes = list(pool.map(go, batch))
                 with engine.begin() as conn:
                     result.disabled += _record(conn, batch, outcomes, now)

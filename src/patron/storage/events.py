@@ -195,6 +195,12 @@ def lines_of(conn: Connection, merchant_id: str, event_id: str) -> list[dict[str
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+def reversed_before(conn: Connection, merchant_id: str, event_id: str) -> bool:
+    """Whether a refund or cancel of ``event_id`` was recorded."""
+    stmt = select(events.c.id).where(events.c.merchant_id == merchant_id, events.c.refers_to == event_id)
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
 def reversed_lines(conn: Connection, merchant_id: str, event_id: str) -> list[dict[str, Any]]:
     """What reversals (refunds, cancels) of ``event_id`` already took back, per line."""
     stmt = (

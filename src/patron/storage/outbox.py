@@ -363,10 +363,18 @@ def list_endpoints(conn: Connection, merchant_id: str) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def enabled_endpoints(conn: Connection, merchant_ids: Iterable[str]) -> list[dict[str, Any]]:
+#: why an endpoint is off when its merchant turned it off (others were turned off by Patron)
+BY_THE_MERCHANT = "disabled by the merchant"
+
+
+def receiving_endpoints(conn: Connection, merchant_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The endpoints new events are queued for: enabled ones, and those Patron disabled because
+    they kept failing (their deliveries wait for the merchant to enable them again, so that the
+    receiver misses nothing); not those the merchant turned off."""
+    c = webhook_endpoints.c
     q = select(webhook_endpoints).where(
-        webhook_endpoints.c.merchant_id.in_(sorted(set(merchant_ids))),
-        webhook_endpoints.c.enabled.is_(True),
+        c.merchant_id.in_(sorted(set(merchant_ids))),
+        c.enabled.is_(True) | (c.disabled_reason.is_not(None) & (c.disabled_reason != BY_THE_MERCHANT)),
     )
     return [dict(r._mapping) for r in conn.execute(q)]
 
