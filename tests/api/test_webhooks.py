@@ -299,6 +299,23 @@ def test_cancelling_an_order_never_paid_is_ignored(hooks: TestClient, api: Api) 
     assert shop.member(email="john@example.com") is None
 
 
+def test_an_order_whose_cancel_was_delivered_first_earns_nothing_when_paid_arrives(
+    hooks: TestClient, api: Api
+) -> None:
+    """Webhooks come in any order: paid then cancelled at once can arrive cancelled first."""
+    shop = Shop(hooks, api, "shopify")
+    cancelled = json.loads(sample("shopify/orders_cancelled.2025-01.json"))
+    cancelled["id"] = 5201
+    assert shop.shopify("orders/cancelled", cancelled).json()["status"] == "ignored"
+    paid = shop.shopify("orders/paid", shopify_order(5201, [(31, "20.00", 1)], email="late@example.com"))
+    assert paid.status_code == 200 and paid.json()["status"] == "ignored"
+    assert shop.api.get("/v1/events/shopify:order:5201").status_code == 404
+    other = shop.shopify("orders/paid", shopify_order(5202, [(32, "20.00", 1)], email="late@example.com"))
+    assert other.json()["status"] == "processed"  # only that order
+    member = shop.member(email="late@example.com")
+    assert member is not None and shop.api.points(member["id"])["available"] == 20
+
+
 def test_customers_create_enrols_once(hooks: TestClient, api: Api) -> None:
     shop = Shop(hooks, api, "shopify")
     body = sample("shopify/customers_create.2025-01.json")

@@ -34,6 +34,7 @@ from patron.services.ledger import decode_cursor, encode_cursor
 from patron.services.members import MemberCreate
 from patron.services.programs import _errors
 from patron.storage import events as events_repo
+from patron.storage import idempotency
 from patron.storage import integrations as repo
 from patron.storage import programs as programs_repo
 from patron.storage.ids import new_id
@@ -330,6 +331,13 @@ def _earn(conn: Connection, target: Target, action: Earn) -> dict[str, Any]:
             "member_id": prior["member_id"],
             "reason": f"{event_id} is already recorded",
         }
+    if idempotency.get(conn, target.merchant_id, _cancelled_key(event_id)) is not None:
+        return {
+            "action": "purchase",
+            "status": "ignored",
+            "event_id": event_id,
+            "reason": f"{event_id} was cancelled before its payment was delivered: it earns nothing",
+        }
     customer = action.customer
     if customer is None or not (customer.email or customer.external_id):
         raise NoCustomer(f"{event_id} has no customer email or customer id: there is no member to credit")
@@ -344,6 +352,27 @@ def _earn(conn: Connection, target: Target, action: Earn) -> dict[str, Any]:
     return {**out, "status": "recorded", "points": result["points"]}
 
 
+def _cancelled_key(event_id: str) -> str:
+    return f"cancelled-before-paid:{event_id}"[:255]
+
+
+def _remember_cancelled(conn: Connection, merchant_id: str, event_id: str) -> None:
+    """A platform's cancel of an order Patron has not recorded: either it was never paid, or its
+    payment's webhook is still on its way (deliveries come in any order). Kept with the
+    merchant's idempotency keys, so that the payment, when it comes, is not credited."""
+    idempotency.claim(
+        conn,
+        merchant_id=merchant_id,
+        key=_cancelled_key(event_id),
+        method="POST",
+        path="integrations",
+        body_hash="",
+        status_code=200,
+        response={"cancelled": event_id},
+        created_at=utcnow(),
+    )
+
+
 def _reverse(conn: Connection, target: Target, action: Reverse) -> dict[str, Any]:
     body = dict(action.event)
     kind, event_id, refers_to = str(body["type"]), str(body["id"]), str(body["refers_to"])
@@ -353,6 +382,8 @@ def _reverse(conn: Connection, target: Target, action: Reverse) -> dict[str, Any
         return {**out, "status": "ignored", "reason": f"{event_id} is already recorded"}
     orig = events_repo.get_event(conn, target.merchant_id, refers_to)
     if orig is None:
+        if kind == "cancel":  # remembered: the order's payment, if delivered later, earns nothing
+            _remember_cancelled(conn, target.merchant_id, refers_to)
         if kind == "cancel" or action.optional:
             return {
                 **out,
