@@ -298,6 +298,27 @@ def test_an_item_called_shipping_keeps_its_price_beside_the_shipping_fee(api: Ap
     assert [(ln["id"], ln["amount"]) for ln in out["lines"]] == [("shipping", 10000), ("shipping~1", 500)]
 
 
+def test_calculate_counts_towards_a_tier_only_what_recording_would(api: Api) -> None:
+    tiers = {
+        "metric": "visits",
+        "levels": [
+            {"id": "member", "name": "Member", "threshold": 0},
+            {"id": "regular", "name": "Regular", "threshold": 5},
+        ],
+    }
+    rules = [{"id": "review", "type": "action", "action": "review", "points": 20}]
+    mid = api.member(api.program(bean_rewards(tiers=tiers, earning_rules=rules)), email="visits@example.com")
+    near = api.post("/v1/events/calculate", {"type": "review", "member_id": mid}).json()["near"]
+    assert {
+        "kind": "tier",
+        "tier_id": "regular",
+        "metric": "visits",
+        "remaining": 5,
+    } in near  # a review is no visit
+    api.event({"id": "rv-1", "type": "review", "member_id": mid})
+    assert api.get(f"/v1/members/{mid}/tier").json()["qualifying"]["value"] == 0
+
+
 def test_calculate_says_what_recording_would_do(api: Api) -> None:
     """Held pending, the points are not spendable after the event; a future time or a member who
     cannot earn is refused as recording them would be."""

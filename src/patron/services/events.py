@@ -863,10 +863,10 @@ def calculate(conn: Connection, *, merchant_id: str, body: Any) -> dict[str, Any
             )
     state = tier_state(conn, merchant_id=merchant_id, member=member, program=program, as_of=at)
     if state is not None and program.tiers is not None:
-        gain = {
-            "qualifying_spend": res.qualifying_amount,
+        gain = {  # what recording it would write to its qualification row (``_qualify``)
+            "qualifying_spend": res.qualifying_amount if ev.type == "purchase" else 0,
             "status_points": res.points,
-            "visits": 1,
+            "visits": int(ev.type in ("purchase", "visit")),
             "status_miles": res.status_miles,
             "segments": int(ev.type == "flight"),
         }[program.tiers.metric]
