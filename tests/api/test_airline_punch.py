@@ -262,6 +262,15 @@ def test_a_visit_cancelled_the_next_day_leaves_that_days_punch_alone(api: Api) -
     assert api.get(f"/v1/members/{mid}/punch-cards").json()["data"][0]["punches"] == 1
 
 
+def test_a_cancelled_visit_leaves_the_days_visit_to_earn_again(api: Api) -> None:
+    mid = api.member(api.program(COFFEE_CARD), email="again@example.com")
+    assert api.event(visit(mid, "a1", 6))["points"] == 10
+    api.event({"id": "a1-x", "type": "cancel", "member_id": mid, "refers_to": "a1"})
+    assert api.event(visit(mid, "a2", 6))["points"] == 10  # the till recorded it on the wrong card
+    assert api.event(visit(mid, "a3", 6))["points"] == 0  # still once a day
+    assert api.points(mid)["available"] == 10
+
+
 def test_a_visit_that_only_punched_a_card_can_be_cancelled_once(api: Api) -> None:
     card_only = {**COFFEE_CARD, "earning_rules": [COFFEE_CARD["earning_rules"][1]]}
     mid = api.member(api.program(card_only), email="cardonly@example.com")

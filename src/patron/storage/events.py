@@ -305,7 +305,15 @@ def action_count(
     location_id: str | None = None,
 ) -> int:
     """How many of the member's events earned from ``rule_id`` in ``[start, end)`` (at
-    ``location_id`` when given)."""
+    ``location_id`` when given), not counting those cancelled since (a cancelled visit leaves the
+    day's visit to earn again)."""
+    canceller = events.alias("canceller")
+    cancelled = select(canceller.c.refers_to).where(
+        canceller.c.merchant_id == merchant_id,
+        canceller.c.member_id == member_id,
+        canceller.c.type == "cancel",
+        canceller.c.refers_to.is_not(None),
+    )
     stmt = (
         select(func.count())
         .select_from(event_rules)
@@ -321,6 +329,7 @@ def action_count(
             events.c.member_id == member_id,
             event_rules.c.rule_id == rule_id,
             event_rules.c.points > 0,
+            events.c.id.not_in(cancelled),
         )
     )
     if start is not None:
