@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from patron.services import tickets as tickets_service
+from patron.services.jobs import run_job
 from tests.conftest import Api, bean_rewards
 
 
@@ -272,3 +274,29 @@ def test_bad_input_is_a_problem_and_writes_nothing(api: Api) -> None:
     elsewhere = api.member(api.program(bean_rewards(name="Other")), email="x@example.com")
     assert rsvp(api, event["id"], elsewhere, expect=422)["type"].endswith("/wrong-program")
     assert api.get(f"/v1/ticketed-events/{event['id']}/tickets").json()["data"] == []
+
+
+def test_a_waitlist_place_gives_its_points_back_once_the_event_has_started(api: Api, engine: Engine) -> None:
+    program = api.program()
+    event = new_event(api, program, capacity=1, price=100)
+    first, second = (api.member(program, email=f"wl{n}@example.com") for n in range(2))
+    for member in (first, second):
+        api.post(f"/v1/members/{member}/adjustments", {"points": 300, "reason": "welcome"})
+    rsvp(api, event["id"], first)
+    waiting = rsvp(api, event["id"], second)
+    assert waiting["status"] == "waitlisted" and api.points(second)["reserved"] == 100
+    started = datetime.fromisoformat(event["starts_at"]) + timedelta(hours=1)
+    before = run_job(
+        engine, "lapse-reservations", as_of=started - timedelta(hours=2), merchant_id=api.merchant_id
+    )
+    assert before.lots == 0 and api.points(second)["reserved"] == 100  # not started yet: still waiting
+    done = run_job(engine, "lapse-reservations", as_of=started, merchant_id=api.merchant_id)
+    assert done.lots == 1
+    assert (api.points(second)["available"], api.points(second)["reserved"]) == (300, 0)
+    assert api.points(first)["redeemed"] == 100  # the seat taken is untouched
+    listing = {
+        t["id"]: t["status"] for t in api.get(f"/v1/ticketed-events/{event['id']}/tickets").json()["data"]
+    }
+    assert listing[waiting["id"]] == "cancelled"
+    again = run_job(engine, "lapse-reservations", as_of=started, merchant_id=api.merchant_id)
+    assert again.lots == 0 and api.get("/v1/verify").json()["ok"] is True

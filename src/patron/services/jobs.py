@@ -70,7 +70,7 @@ JOBS = (
 SUMMARIES = {
     "release-pending": "{points:,} points released from {lots:,} lots of {members:,} members",
     "expire-points": "{points:,} points expired from {lots:,} lots of {members:,} members",
-    "lapse-reservations": "{lots:,} reservations lapsed, their points back to the members",
+    "lapse-reservations": "{lots:,} reservations lapsed or waitlist places closed, their points back to the members",
     "requalify-tiers": "{lots:,} tier changes recorded for {members:,} members",
     "milestones": "{points:,} points for anniversaries of {members:,} members",
     "notifications": "{lots:,} emails sent to {members:,} members",
@@ -311,13 +311,16 @@ def _lapse(
     engine: Engine, *, as_of: datetime, merchant_id: str | None, progress: Callable[[int], None] | None
 ) -> JobResult:
     from patron.services.redemptions import lapse_due
+    from patron.services.tickets import release_waitlists
 
     total, limit = 0, min(BATCH, LAPSE_BATCH)
-    while True:
-        with engine.begin() as conn:
-            found, done = lapse_due(conn, as_of=as_of, merchant_id=merchant_id, limit=limit)
-        total += done
-        if progress and done:
-            progress(done)
-        if found < limit:
-            return JobResult("lapse-reservations", as_of, total, total, 0)
+    for step in (lapse_due, release_waitlists):  # reward reservations, then waitlists that closed
+        while True:
+            with engine.begin() as conn:
+                found, done = step(conn, as_of=as_of, merchant_id=merchant_id, limit=limit)
+            total += done
+            if progress and done:
+                progress(done)
+            if found < limit:
+                break
+    return JobResult("lapse-reservations", as_of, total, total, 0)

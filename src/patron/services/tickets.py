@@ -308,20 +308,7 @@ def cancel(conn: Connection, *, merchant_id: str, ticket_id: str) -> dict[str, A
         member_id: ledger_repo.lock_balances(conn, merchant_id, member_id)
         for member_id in sorted({ticket["member_id"], *([promote["member_id"]] if promote else [])})
     }
-    debt = locked[ticket["member_id"]].debt
-    changes: dict[str, Any] = {"status": rules.TicketStatus.CANCELLED.value, "cancelled_at": now}
-    if ticket["points"] > 0:
-        held = redemptions_repo.held(conn, merchant_id, ticket["reserve_journal_id"])
-        reason = f"ticket for {event['name']} ({event['id']}) cancelled: points returned"
-        journal = (
-            rules.give_back_redeemed(held, reason=reason, debt=debt)
-            if ticket["status"] == rules.TicketStatus.ISSUED
-            else reward_rules.settle(held, status=reward_rules.Status.CANCELLED, reason=reason, debt=debt)
-        )
-        changes["return_journal_id"] = _write(
-            conn, journal, merchant_id=merchant_id, member_id=ticket["member_id"], event=event, at=now
-        )
-    repo.update_ticket(conn, merchant_id, ticket_id, **changes)
+    _give_back(conn, merchant_id, ticket, event, debt=locked[ticket["member_id"]].debt, at=now)
     promoted = None
     if promote is not None:
         seat: dict[str, Any] = {"status": rules.TicketStatus.ISSUED.value, "issued_at": now}
@@ -332,6 +319,54 @@ def cancel(conn: Connection, *, merchant_id: str, ticket_id: str) -> dict[str, A
         _announce_issued(conn, merchant_id, promoted_row, event, now)
         promoted = ticket_view(promoted_row)
     return {**ticket_view(_ticket_row(conn, merchant_id, ticket_id)), "promoted": promoted}
+
+
+def _give_back(
+    conn: Connection,
+    merchant_id: str,
+    ticket: dict[str, Any],
+    event: dict[str, Any],
+    *,
+    debt: int,
+    at: datetime,
+    why: str = "cancelled",
+) -> None:
+    """Cancel the ticket at ``at``: the points it paid or holds go back to the member's lots,
+    a ``debt`` they owe repaid first (the caller holds their lock)."""
+    changes: dict[str, Any] = {"status": rules.TicketStatus.CANCELLED.value, "cancelled_at": at}
+    if ticket["points"] > 0:
+        held = redemptions_repo.held(conn, merchant_id, ticket["reserve_journal_id"])
+        reason = f"ticket for {event['name']} ({event['id']}) {why}: points returned"
+        journal = (
+            rules.give_back_redeemed(held, reason=reason, debt=debt)
+            if ticket["status"] == rules.TicketStatus.ISSUED
+            else reward_rules.settle(held, status=reward_rules.Status.CANCELLED, reason=reason, debt=debt)
+        )
+        changes["return_journal_id"] = _write(
+            conn, journal, merchant_id=merchant_id, member_id=ticket["member_id"], event=event, at=at
+        )
+    repo.update_ticket(conn, merchant_id, ticket["id"], **changes)
+
+
+def release_waitlists(
+    conn: Connection, *, as_of: datetime, merchant_id: str | None, limit: int
+) -> tuple[int, int]:
+    """Close the waitlists of events that started by ``as_of``: each waiting member's held
+    points go back to them, as of the event's start (nobody will be promoted any more).
+    ``(found, released)``; a batch of at most ``limit``."""
+    found = repo.waitlisted_of_started(conn, as_of=as_of, merchant_id=merchant_id, limit=limit)
+    released = 0
+    for row in sorted(found, key=lambda r: (r["merchant_id"], r["event_id"], r["member_id"])):
+        m = row["merchant_id"]
+        event = _event_row(conn, m, row["event_id"], lock=True)
+        balances = ledger_repo.lock_balances(conn, m, row["member_id"])
+        ticket = _ticket_row(conn, m, row["id"])  # re-read under the locks
+        if ticket["status"] != rules.TicketStatus.WAITLISTED:
+            continue
+        at = min(as_of, event["starts_at"])
+        _give_back(conn, m, ticket, event, debt=balances.debt, at=at, why="not reached on the waitlist")
+        released += 1
+    return len(found), released
 
 
 def check_in(conn: Connection, *, merchant_id: str, code: str) -> dict[str, Any]:

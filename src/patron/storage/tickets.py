@@ -126,6 +126,23 @@ def live_ticket_of(
     return dict(row) if row else None
 
 
+def waitlisted_of_started(
+    conn: Connection, *, as_of: datetime, merchant_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Tickets still on the waitlist of events that started by ``as_of`` (of one merchant or all)."""
+    e, t = ticketed_events, tickets
+    stmt = (
+        select(t)
+        .join(e, (e.c.merchant_id == t.c.merchant_id) & (e.c.id == t.c.event_id))
+        .where(t.c.status == "waitlisted", e.c.starts_at <= as_of)
+        .order_by(t.c.merchant_id, t.c.id)
+        .limit(limit)
+    )
+    if merchant_id is not None:
+        stmt = stmt.where(t.c.merchant_id == merchant_id)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
 def first_waitlisted(conn: Connection, merchant_id: str, event_id: str) -> dict[str, Any] | None:
     """The member who joined the waitlist first (ids are time-ordered and break ties)."""
     stmt = (
