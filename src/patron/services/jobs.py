@@ -70,7 +70,7 @@ JOBS = (
 SUMMARIES = {
     "release-pending": "{points:,} points released from {lots:,} lots of {members:,} members",
     "expire-points": "{points:,} points expired from {lots:,} lots of {members:,} members",
-    "lapse-reservations": "{lots:,} reservations lapsed or waitlist places closed, their points back to the members",
+    "lapse-reservations": "{lots:,} reservations lapsed or waitlist places closed, points given back",
     "requalify-tiers": "{lots:,} tier changes recorded for {members:,} members",
     "milestones": "{points:,} points for anniversaries of {members:,} members",
     "notifications": "{lots:,} emails sent to {members:,} members",
