@@ -320,3 +320,19 @@ def test_a_dividend_year_no_calendar_has_is_422(api: Api) -> None:
     for year in (10**30, 10000, 1969):
         r = api.get(f"/v1/programs/{program}/dividends/{year}")
         assert r.status_code == 422, r.text
+
+
+def test_report_windows_ending_before_1970_are_422(api: Api) -> None:
+    """Counting the default window back from such an end left the calendar (a 500)."""
+    p = api.program()
+    for path, params in (
+        ("analytics/rfm", {"to": "0001-01-01"}),
+        ("analytics/cohorts", {"to": "0001-06-01"}),
+        ("analytics/kpis/extended", {"to": "0001-01-10"}),
+        ("analytics/tier-thresholds", {"to": "0001-01-01"}),
+        ("analytics/kpis", {"end": "0001-01-10"}),
+    ):
+        r = api.get(f"/v1/programs/{p}/{path}", params=params)
+        assert r.status_code == 422 and r.json()["type"].endswith("/invalid-input"), (path, r.text)
+    body = {"program": bean_rewards(tiers=None), "from": "0001-01-01", "to": "0001-03-31"}
+    assert api.post(f"/v1/programs/{p}/simulations", body).status_code == 422

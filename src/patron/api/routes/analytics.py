@@ -213,6 +213,8 @@ def program_kpis(
     def work(conn: Connection, p: Principal) -> dict[str, Any]:
         program, zone, today = _program(conn, p, program_id)
         last = _day(end, "end", today)
+        if not EARLIEST <= last < LATEST:  # before counting back from it
+            raise InvalidInput(f"the window must lie between {EARLIEST} and {LATEST}", field="end")
         first = _day(start, "start", last - timedelta(days=29))
         if first > last:
             raise InvalidInput(f"start {first} is after end {last}", field="start")

@@ -51,6 +51,8 @@ def parse_day(value: str | None, name: str, default: date) -> date:
 def window(start: str | None, end: str | None, days: int = 365) -> tuple[date, date]:
     """``(first, last)``: ``to`` defaults to today, ``from`` to ``days`` - 1 days before it."""
     last = parse_day(end, "to", utcnow().date())
+    if last.year < 1970 or last.year > 9998:  # before counting back from it
+        raise InvalidInput("the period must lie between 1970 and 9998", field="to")
     first = parse_day(start, "from", last - timedelta(days=days - 1))
     if first > last:
         raise InvalidInput(f"from {first} is after to {last}", field="from")
