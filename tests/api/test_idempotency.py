@@ -45,3 +45,16 @@ def test_keys_are_per_merchant(api: Api, other_api: Api) -> None:
     )
     assert a.status_code == b.status_code == 201
     assert a.json()["id"] != b.json()["id"]
+
+
+def test_a_replayed_api_key_creation_does_not_show_the_key_again(api: Api) -> None:
+    """The key is shown once: a replay answers the same key without the secret, which is not in
+    the stored answer another admin key could replay either."""
+    headers = {"Idempotency-Key": "new-key-1"}
+    body = {"name": "till 2", "scopes": ["pos"]}
+    first = api.post("/v1/api-keys", body, headers=headers)
+    assert first.status_code == 201 and first.json()["api_key"]
+    again = api.post("/v1/api-keys", body, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and again.json()["api_key"] is None
+    assert len([k for k in api.get("/v1/api-keys").json()["data"] if k["name"] == "till 2"]) == 1

@@ -186,6 +186,9 @@ def test_kpis_worked_out_by_hand(api: Api) -> None:
     r = api.get(f"/v1/programs/{program}/analytics/kpis/extended", params=params)
     assert r.status_code == 200, r.text
     k = r.json()
+    # a store that took less than its members spent is a typo, not a negative non-member AOV
+    low = api.get(f"/v1/programs/{program}/analytics/kpis/extended", params={**params, "store_revenue": 1000})
+    assert low.status_code == 422 and "store_revenue" in low.json()["detail"]
     # 3 purchases by 2 members (x twice): frequency 1.5, repeat rate 1/2.
     assert (k["purchases"], k["purchasing_members"]) == (3, 2)
     assert k["purchase_frequency"] == 1.5 and k["repeat_purchase_rate"] == 0.5

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from patron.domain.identity import luhn_valid
 from tests.conftest import Api, purchase
 
@@ -120,6 +123,35 @@ def test_export_holds_everything_and_erase_keeps_the_books(api: Api) -> None:
     assert erased["points"] == before
     assert api.get("/v1/members", params={"email": "gdpr@example.com"}).json()["data"] == []
     assert api.get("/v1/verify").json() == {"ok": True, "problems": []}
+
+
+def test_erasure_forgets_the_person_in_every_answer_kept_for_replays(api: Api) -> None:
+    """Replays of the enrolment's Idempotency-Key, of the purchase's event id, and the business
+    events other systems read no longer say who the member was."""
+    program = api.program()
+    enrol = {
+        "program_id": program,
+        "email": "forget@example.com",
+        "name": "Forget Me",
+        "phone": "+14155550112",
+    }
+    key = {"Idempotency-Key": "enrol-forget"}
+    mid = api.post("/v1/members", enrol, headers=key).json()["id"]
+    api.event(purchase(mid, "f-1", COFFEE))
+    assert api.post(f"/v1/members/{mid}/erase").status_code == 200
+
+    def said(value: Any) -> bool:
+        text = json.dumps(value)
+        return "forget@example.com" in text or "Forget Me" in text or "+14155550112" in text
+
+    replay = api.post("/v1/members", enrol, headers=key)
+    assert replay.headers.get("Idempotent-Replayed") == "true" and not said(replay.json())
+    assert replay.json()["id"] == mid and replay.json()["email"] is None
+    assert not said(api.get("/v1/events/f-1").json())
+    assert not said(api.post("/v1/events", purchase(mid, "f-1", COFFEE)).json())  # the event's replay
+    events = api.get("/v1/outbox-events", params={"member_id": mid, "limit": 100}).json()["data"]
+    assert events and not said(events)
+    assert api.get("/v1/verify").json()["ok"] is True
 
 
 def test_the_balance_read_is_the_members_points_and_404_elsewhere(api: Api, other_api: Api) -> None:

@@ -80,6 +80,21 @@ def test_unsubscribe_page_then_one_click(api: Api, engine: Engine) -> None:
     assert api.client.post(path).status_code == 200  # twice is fine
 
 
+def test_one_click_unsubscribes_arriving_together_all_succeed(api: Api, engine: Engine) -> None:
+    """A mail provider's one-click POST and the member's own click land at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def click(path: str) -> int:
+        return int(api.client.post(path, content="List-Unsubscribe=One-Click").status_code)
+
+    for n in range(3):
+        member = api.member(api.program(), email=f"twice{n}@example.com")
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            codes = list(pool.map(click, [link(engine, api, member)] * 6))
+        assert codes == [200] * 6
+        assert api.get(f"/v1/members/{member}/preferences").json()["subscribed"] is False
+
+
 def test_forged_or_foreign_unsubscribe_links_change_nothing(api: Api, other_api: Api, engine: Engine) -> None:
     ada = api.member(api.program(), email="ada@example.com")
     bob = api.member(api.program(), email="bob@example.com")

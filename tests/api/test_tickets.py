@@ -215,6 +215,12 @@ def test_tiers_and_scopes(api: Api) -> None:
     ticket = rsvp(as_pos, open_event["id"], member)
     assert as_pos.post("/v1/tickets/check-in", {"code": ticket["code"]}).status_code == 200
     assert as_read.post("/v1/tickets/check-in", {"code": ticket["code"]}).status_code == 403
+    # an Idempotency-Key a till used does not hand a read key the stored answer (and its code)
+    other = api.member(program, email="o@example.com")
+    path, key = f"/v1/ticketed-events/{open_event['id']}/rsvp", {"Idempotency-Key": "door-1"}
+    assert as_pos.post(path, {"member_id": other}, headers=key).status_code == 201
+    replay = as_read.post(path, {"member_id": other}, headers=key)
+    assert replay.status_code == 403 and "code" not in replay.json()
 
 
 def test_another_merchants_events_and_tickets_are_404(api: Api, other_api: Api) -> None:

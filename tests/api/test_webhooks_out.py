@@ -61,6 +61,8 @@ def test_creating_twice_with_one_idempotency_key_makes_one_endpoint(api: Api) ->
     again = api.post("/v1/webhook-endpoints", {"url": "https://a.example.com/"}, headers=headers)
     assert first.status_code == again.status_code == 201
     assert again.json()["id"] == first.json()["id"]
+    assert first.json()["secret"].startswith("whsec_")
+    assert again.json()["secret"] is None  # shown once: a replay does not show it again
     assert len(api.get("/v1/webhook-endpoints").json()["data"]) == 1
 
 

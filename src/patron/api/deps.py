@@ -41,11 +41,21 @@ class Call:
             raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
         return key.strip()
 
-    def _principal(self, conn: Connection, scope: str) -> Principal:
+    def _principal(self, conn: Connection, scope: str | tuple[str, ...]) -> Principal:
         return authorize(conn, key=self.bearer_key(), scope=scope)
 
-    def run(self, work: Work, *, scope: str, status: int = 200, body: Any = None) -> JSONResponse:
-        """Run ``work`` in one transaction. ``work`` returns a payload or ``(payload, status)``."""
+    def run(
+        self,
+        work: Work,
+        *,
+        scope: str | tuple[str, ...],
+        status: int = 200,
+        body: Any = None,
+        secret: str | None = None,
+    ) -> JSONResponse:
+        """Run ``work`` in one transaction. ``work`` returns a payload or ``(payload, status)``.
+        ``secret``: a field of the payload shown once and never stored (an Idempotency-Key's
+        replay answers with it ``null``)."""
         key = self.idempotency_key if self.request.method == "POST" else None
         if key is not None and not 1 <= len(key) <= 255:
             raise InvalidInput("Idempotency-Key must be 1-255 characters", field="Idempotency-Key")
@@ -69,7 +79,7 @@ class Call:
                             path=self.request.url.path,
                             body_hash=_hash(body),
                             status_code=code,
-                            response=payload,
+                            response={**payload, secret: None} if secret else payload,
                             created_at=utcnow(),
                         )
                     return _Rendered(content, status_code=code)

@@ -226,6 +226,11 @@ def kpis(
                 f"store_orders {store_orders} is below the {purchases} purchases members made in the window",
                 field="store_orders",
             )
+        if store_revenue < revenue:  # the store's revenue includes its members'
+            raise InvalidInput(
+                f"store_revenue {store_revenue} is below the {revenue} members spent in the window",
+                field="store_revenue",
+            )
         enrolment_rate = _ratio(purchases, store_orders)
         aov_non = _ratio(store_revenue - revenue, store_orders - purchases)
     cost = round(points["issued"] * cost_per_point) if cost_per_point is not None else None

@@ -344,6 +344,15 @@ def erase(conn: Connection, *, merchant_id: str, member_id: str) -> dict[str, An
         updated_at=now,
     )
     erased = get_member(conn, merchant_id=merchant_id, member_id=member_id)
+    # what was stored for replays and for other systems said who they were: it is forgotten too
+    for table, rows in repo.stored_answers_of(conn, merchant_id, member_id).items():
+        scrubbed = [(k, _forget(v, member_id, erased)) for k, v in rows]
+        repo.replace_stored_answers(
+            conn,
+            merchant_id,
+            table,
+            [(k, v) for (k, v), (_, old) in zip(scrubbed, rows, strict=True) if v != old],
+        )
     outbox.emit(  # other systems should forget the person too
         conn,
         merchant_id=merchant_id,
@@ -353,6 +362,25 @@ def erase(conn: Connection, *, merchant_id: str, member_id: str) -> dict[str, An
         data={**outbox_member(erased), "changed": ["erased"], "erased": True},
     )
     return erased
+
+
+#: a member's personal fields: what erasure blanks wherever a stored answer shows the member
+PERSONAL = ("external_id", "email", "phone", "name", "birthday", "attributes", "marketing_consent")
+
+
+def _forget(value: Any, member_id: str, erased: dict[str, Any]) -> Any:
+    """``value`` (stored JSON) with every object that is the member (its ``id`` theirs) showing
+    the erased member's personal fields instead."""
+    if isinstance(value, list):
+        return [_forget(v, member_id, erased) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _forget(v, member_id, erased) for k, v in value.items()}
+    if out.get("id") == member_id:
+        for field in PERSONAL:
+            if field in out:
+                out[field] = erased.get(field)
+    return out
 
 
 PUBLIC_FIELDS = (

@@ -92,13 +92,15 @@ def authenticate(conn: Connection, *, key: str) -> Principal:
     return Principal(row["merchant_id"], row["id"], frozenset(row["scopes"].split()))
 
 
-def authorize(conn: Connection, *, key: str, scope: str) -> Principal:
-    """:func:`authenticate`, and the key must allow ``scope`` (403 otherwise)."""
+def authorize(conn: Connection, *, key: str, scope: str | tuple[str, ...]) -> Principal:
+    """:func:`authenticate`, and the key must allow ``scope`` (one of them, for a tuple: a till's
+    ``pos`` or a back office's ``write``); 403 otherwise."""
     principal = authenticate(conn, key=key)
-    if not principal.allows(scope):
-        raise Forbidden(
-            f"this API key's scopes ({', '.join(sorted(principal.scopes))}) do not allow '{scope}'"
-        )
+    wanted = (scope,) if isinstance(scope, str) else scope
+    if not any(principal.allows(s) for s in wanted):
+        asked = " nor ".join(f"'{s}'" for s in wanted)
+        allow = "do not allow" if len(wanted) == 1 else "allow neither"
+        raise Forbidden(f"this API key's scopes ({', '.join(sorted(principal.scopes))}) {allow} {asked}")
     return principal
 
 

@@ -88,3 +88,66 @@ def update_member(conn: Connection, merchant_id: str, member_id: str, **values: 
         .where(members.c.merchant_id == merchant_id, members.c.id == member_id)
         .values(**values)
     )
+
+
+def stored_answers_of(conn: Connection, merchant_id: str, member_id: str) -> dict[str, list[tuple[Any, Any]]]:
+    """Every stored JSON that may hold the member's personal data, by table, as ``(key, json)``:
+    their events' results, their business events' data, and the stored answers of
+    Idempotency-Keys that mention them (erasure scrubs them all)."""
+    from sqlalchemy import Text, and_, cast
+
+    from patron.storage.outbox import outbox_events
+    from patron.storage.tables import events, idempotency_keys
+
+    found: dict[str, list[tuple[Any, Any]]] = {}
+    found["events"] = [
+        (r[0], r[1])
+        for r in conn.execute(
+            select(events.c.id, events.c.result).where(
+                events.c.merchant_id == merchant_id, events.c.member_id == member_id
+            )
+        )
+    ]
+    found["outbox_events"] = [
+        (r[0], r[1])
+        for r in conn.execute(
+            select(outbox_events.c.id, outbox_events.c.data).where(
+                outbox_events.c.merchant_id == merchant_id, outbox_events.c.member_id == member_id
+            )
+        )
+    ]
+    found["idempotency_keys"] = [
+        (r[0], r[1])
+        for r in conn.execute(
+            select(idempotency_keys.c.key, idempotency_keys.c.response).where(
+                and_(
+                    idempotency_keys.c.merchant_id == merchant_id,
+                    cast(idempotency_keys.c.response, Text).contains(member_id),
+                )
+            )
+        )
+    ]
+    return found
+
+
+def replace_stored_answers(
+    conn: Connection, merchant_id: str, table: str, rows: list[tuple[Any, Any]]
+) -> None:
+    """Write back the scrubbed JSON of :func:`stored_answers_of` (``rows``: ``(key, json)``)."""
+    from sqlalchemy import bindparam
+
+    from patron.storage.outbox import outbox_events
+    from patron.storage.tables import events, idempotency_keys
+
+    target, key, column = {
+        "events": (events, events.c.id, "result"),
+        "outbox_events": (outbox_events, outbox_events.c.id, "data"),
+        "idempotency_keys": (idempotency_keys, idempotency_keys.c.key, "response"),
+    }[table]
+    if rows:
+        conn.execute(
+            update(target)
+            .where(target.c.merchant_id == merchant_id, key == bindparam("k"))
+            .values({column: bindparam("v")}),
+            [{"k": k, "v": v} for k, v in rows],
+        )

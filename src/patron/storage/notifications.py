@@ -30,12 +30,13 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     func,
-    insert,
     select,
     tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from patron.storage.tables import (
     ID,
@@ -162,19 +163,12 @@ def put_preferences(
     off: list[str],
     at: datetime,
 ) -> None:
+    """The member's preferences become these: one upsert, so that two at once (a mail
+    provider's one-click unsubscribe and the member's own click) both succeed."""
     values = {"unsubscribed_at": unsubscribed_at, "off": off, "updated_at": at}
-    done = conn.execute(
-        update(notification_preferences)
-        .where(
-            notification_preferences.c.merchant_id == merchant_id,
-            notification_preferences.c.member_id == member_id,
-        )
-        .values(values)
-    )
-    if done.rowcount == 0:
-        conn.execute(
-            insert(notification_preferences), {"merchant_id": merchant_id, "member_id": member_id, **values}
-        )
+    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = dialect(notification_preferences).values(merchant_id=merchant_id, member_id=member_id, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["merchant_id", "member_id"], set_=values))
 
 
 # What is due -------------------------------------------------------------------------------

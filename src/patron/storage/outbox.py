@@ -1,7 +1,8 @@
 """The transactional outbox and outbound webhooks: events, endpoints, deliveries, attempts.
 
 ``outbox_events`` is append-only apart from ``fanned_out_at``, which the dispatcher sets once it
-has made a delivery for each matching endpoint. ``stream`` is the member id (``""`` for an event
+has made a delivery for each matching endpoint, and from a member's erasure, which blanks their
+personal fields in the ``data`` of their events. ``stream`` is the member id (``""`` for an event
 of no member) and ``seq`` numbers the events of one stream 1, 2, 3...; the unique constraint on
 ``(merchant_id, stream, seq)`` is what keeps a member's events in commit order (see
 ``services/outbox.py``). The tables live on the shared ``metadata``; migration ``0011_outbox``

@@ -46,7 +46,8 @@ def list_keys(call: CallDep) -> JSONResponse:
 @router.post("/api-keys", status_code=201)
 def create_key(body: ApiKeyCreate, call: CallDep) -> JSONResponse:
     """A new API key with scopes among `read`, `write`, `admin`, `pos`. The `api_key` is shown
-    only in this response; it is stored hashed."""
+    only in this response; it is stored hashed (a replay of an Idempotency-Key answers the same
+    key with `api_key` null)."""
 
     def work(conn, p):  # type: ignore[no-untyped-def]
         view, key = merchants.create_api_key(
@@ -54,7 +55,7 @@ def create_key(body: ApiKeyCreate, call: CallDep) -> JSONResponse:
         )
         return {**view, "api_key": key}
 
-    return call.run(work, scope="admin", status=201, body=body.model_dump())
+    return call.run(work, scope="admin", status=201, body=body.model_dump(), secret="api_key")
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)

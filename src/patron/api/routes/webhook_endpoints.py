@@ -74,6 +74,7 @@ def create_endpoint(body: WebhookEndpointCreate, call: CallDep) -> JSONResponse:
         scope="admin",
         status=201,
         body=body.model_dump(),
+        secret="secret",  # shown once: a replay of the Idempotency-Key answers it null
     )
 
 
