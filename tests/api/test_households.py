@@ -337,3 +337,17 @@ def test_a_read_only_key_cannot_change_a_household(api: Api) -> None:
     body = {"member_id": head, "reward_id": "free-coffee"}
     assert as_read.post(f"/v1/households/{household}/redemptions", body).status_code == 403
     assert len(api.get(f"/v1/households/{household}").json()["members"]) == 1
+
+
+def test_the_audit_trail_pages_with_its_own_cursors_only(api: Api) -> None:
+    program = family_program(api)
+    household = create(api, program, api.member(program, email="pages@example.com"))["id"]
+    for n in range(2):
+        join(api, household, api.member(program, email=f"kid{n}@example.com"))
+    first = api.get(f"/v1/households/{household}/events", params={"limit": 2}).json()
+    assert len(first["data"]) == 2 and first["next_cursor"]
+    rest = api.get(f"/v1/households/{household}/events", params={"limit": 2, "cursor": first["next_cursor"]})
+    assert rest.status_code == 200 and rest.json()["data"][0]["id"] not in {e["id"] for e in first["data"]}
+    for made_up in ("zzz", "a", "hev_" + "0" * 25):
+        bad = api.get(f"/v1/households/{household}/events", params={"cursor": made_up})
+        assert bad.status_code == 422 and bad.json()["type"].endswith("/invalid-input"), made_up

@@ -16,6 +16,7 @@ the pool like their own.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -406,6 +407,10 @@ def household_of_member(conn: Connection, *, merchant_id: str, member_id: str) -
     }
 
 
+#: a household event's id, the cursor of its audit trail
+_CURSOR = re.compile(r"hev_[0-9a-z]{26}")
+
+
 def events(
     conn: Connection, *, merchant_id: str, household_id: str, limit: int = 100, cursor: str | None = None
 ) -> dict[str, Any]:
@@ -413,6 +418,8 @@ def events(
     if not 1 <= limit <= EVENTS_PAGE_MAX:
         raise InvalidInput(f"limit must be between 1 and {EVENTS_PAGE_MAX}", field="limit")
     _household(conn, merchant_id, household_id)
+    if cursor is not None and not _CURSOR.fullmatch(cursor):  # only a next_cursor this gave
+        raise InvalidInput("cursor is not valid; use next_cursor from the previous page", field="cursor")
     rows = repo.events_of(conn, merchant_id, household_id, limit=limit, after=cursor)
     more = len(rows) > limit
     rows = rows[:limit]
