@@ -118,6 +118,23 @@ def test_reserve_a_reward_and_see_its_code(
     assert "Reserved Free coffee" in page
 
 
+def test_a_double_tap_on_get_it_reserves_once(
+    browser_client: TestClient, shop: dict[str, Any], engine: Engine
+) -> None:
+    browser_client.get(link_for(engine, shop))
+    home = browser_client.get("/portal").text
+    form_id = re.search(
+        r'rewards/free-coffee">\s*<input[^>]*>\s*<input type="hidden" name="form_id" value="([^"]+)"', home
+    )
+    assert form_id
+    data = {"csrf_token": csrf_of(home), "form_id": form_id.group(1)}
+    places = {
+        browser_client.post("/portal/rewards/free-coffee", data=data).headers["location"] for _ in range(3)
+    }
+    assert len(places) == 1  # the same reservation each time
+    assert 'id="balance">200<' in browser_client.get(places.pop()).text  # 300 less one coffee
+
+
 def test_not_enough_points_is_explained(
     browser_client: TestClient, shop: dict[str, Any], engine: Engine
 ) -> None:

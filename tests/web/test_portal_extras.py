@@ -242,6 +242,18 @@ def test_answer_nps_and_cli_through_the_portal(
     again = browser_client.get("/portal/surveys").text
     assert "recommend score 9 of 10" in again and "loyalty answers 5, 6, 4 of 6" in again
 
+    nps_id = re.search(
+        r'surveys/nps" novalidate>\s*<input[^>]*>\s*<input type="hidden" name="form_id" value="([^"]+)"',
+        again,
+    )
+    assert nps_id
+    twice = {"csrf_token": csrf, "score": "10", "form_id": nps_id.group(1)}
+    for _ in range(2):  # sent twice: answered once
+        assert browser_client.post("/portal/surveys/nps", data=twice).status_code == 303
+    with engine.begin() as conn:
+        answers = surveys.member_responses(conn, merchant_id=shop["merchant_id"], member_id=shop["ann"]["id"])
+    assert sorted(a["score"] for a in answers if a["kind"] == "nps") == [9, 10]
+
 
 def test_choose_emails_and_unsubscribe(
     browser_client: TestClient, shop: dict[str, Any], engine: Engine

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 from patron.domain.errors import Conflict, InvalidInput, NotFound
 from patron.services import portal, redemptions, users
 from patron.web import common
-from patron.web.common import Member, member_page, render
+from patron.web.common import Member, member_page, render, submitted_before, went_to
 from patron.web.format import tier_progress_percent, tier_sentences
 
 router = APIRouter(include_in_schema=False)
@@ -107,20 +107,26 @@ def card(request: Request) -> Response:
 
 @router.post("/portal/rewards/{reward_id}")
 def reserve(
-    request: Request, reward_id: str, csrf_token: Annotated[str, Form(max_length=200)] = ""
+    request: Request,
+    reward_id: str,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    form_id: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     def work(conn: Connection, who: Member) -> Response:
         try:
-            with conn.begin_nested():
+            with conn.begin_nested():  # a refused reservation writes nothing, its form id included
+                first = submitted_before(conn, who.merchant_id, form_id, request.url.path)
+                if first is not None:  # a double tap: one reservation
+                    return RedirectResponse(first, status_code=303)
                 held = redemptions.reserve(
                     conn, merchant_id=who.merchant_id, member_id=who.member_id, reward_id=reward_id
                 )
+                return went_to(conn, who.merchant_id, form_id, f"/portal?reserved={held['id']}#rewards")
         except (Conflict, InvalidInput) as exc:
             message = exc.detail
             if exc.code == "insufficient-points":
                 message = "You do not have enough points for this reward yet."
             return _home(request, conn, who, error=message, status=409)
-        return RedirectResponse(f"/portal?reserved={held['id']}#rewards", status_code=303)
 
     return member_page(request, work, form_csrf=csrf_token, check_csrf=True)
 

@@ -21,7 +21,7 @@ from patron.domain.errors import InvalidInput
 from patron.domain.notifications import SWITCHES
 from patron.services import members, notifications, portal_extras, punch_cards, referrals, surveys, wallet
 from patron.services.portal import program_facts
-from patron.web.common import Member, error_page, member_page, render, templates
+from patron.web.common import Member, error_page, member_page, render, submitted_before, templates, went_to
 
 router = APIRouter(include_in_schema=False)
 
@@ -194,6 +194,7 @@ def answer_nps(
     score: Annotated[str, Form(max_length=10)] = "",
     comment: Annotated[str, Form(max_length=4000)] = "",
     csrf_token: Csrf = "",
+    form_id: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     def work(conn: Connection, who: Member) -> Response:
         n = _whole(score, survey_rules.NPS_MIN, survey_rules.NPS_MAX)
@@ -201,6 +202,9 @@ def answer_nps(
             errors = {"score": "Choose a score from 0 to 10."}
             values = {"nps_comment": comment}
             return _surveys(request, conn, who, errors=errors, values=values, status=422)
+        first = submitted_before(conn, who.merchant_id, form_id, request.url.path)
+        if first is not None:  # sent twice: answered once
+            return RedirectResponse(first, status_code=303)
         surveys.submit(
             conn,
             merchant_id=who.merchant_id,
@@ -210,7 +214,7 @@ def answer_nps(
             comment=_comment(comment),
             channel="portal",
         )
-        return RedirectResponse("/portal/surveys?thanks=nps", status_code=303)
+        return went_to(conn, who.merchant_id, form_id, "/portal/surveys?thanks=nps")
 
     return member_page(request, work, form_csrf=csrf_token, check_csrf=True)
 
@@ -223,6 +227,7 @@ def answer_cli(
     try_other: Annotated[str, Form(max_length=10)] = "",
     comment: Annotated[str, Form(max_length=4000)] = "",
     csrf_token: Csrf = "",
+    form_id: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     def work(conn: Connection, who: Member) -> Response:
         given = {"recommend": recommend, "buy_again": buy_again, "try_other": try_other}
@@ -231,6 +236,9 @@ def answer_cli(
         if errors:
             values = {**{f"cli_{k}": v for k, v in given.items()}, "cli_comment": comment}
             return _surveys(request, conn, who, errors=errors, values=values, status=422)
+        first = submitted_before(conn, who.merchant_id, form_id, request.url.path)
+        if first is not None:  # sent twice: answered once
+            return RedirectResponse(first, status_code=303)
         surveys.submit(
             conn,
             merchant_id=who.merchant_id,
@@ -240,7 +248,7 @@ def answer_cli(
             comment=_comment(comment),
             channel="portal",
         )
-        return RedirectResponse("/portal/surveys?thanks=cli", status_code=303)
+        return went_to(conn, who.merchant_id, form_id, "/portal/surveys?thanks=cli")
 
     return member_page(request, work, form_csrf=csrf_token, check_csrf=True)
 
