@@ -681,3 +681,36 @@ def test_a_batch_of_events_numbers_each_stream_on_even_when_its_numbers_were_tak
             "mem_b": 2,
             "mem_c": 1,
         }
+
+
+def test_answers_kept_for_idempotency_key_replays_go_with_the_retention(
+    engine: Engine, merchant: str
+) -> None:
+    from patron.services.jobs import run_job
+    from patron.storage import idempotency
+
+    def keep(key: str, m: str) -> None:
+        with engine.begin() as conn:
+            idempotency.put(
+                conn,
+                merchant_id=m,
+                key=key,
+                method="POST",
+                path="/v1/members",
+                body_hash="",
+                status_code=201,
+                response={"id": key},
+                created_at=datetime.now(UTC),
+            )
+
+    other = "mer_00" + secrets.token_hex(12)
+    for n in range(5):
+        keep(f"k{n}", merchant)
+    keep("theirs", other)
+    run_job(engine, "prune-outbox", as_of=datetime.now(UTC) + timedelta(days=30), merchant_id=merchant)
+    with engine.begin() as conn:
+        assert idempotency.get(conn, merchant, "k0") is not None  # within 90 days: a retry still replays
+    run_job(engine, "prune-outbox", as_of=datetime.now(UTC) + timedelta(days=91), merchant_id=merchant)
+    with engine.begin() as conn:
+        assert [idempotency.get(conn, merchant, f"k{n}") for n in range(5)] == [None] * 5
+        assert idempotency.get(conn, other, "theirs") is not None  # another merchant's run

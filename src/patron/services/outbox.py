@@ -36,6 +36,7 @@ from sqlalchemy import Connection, Engine
 
 from patron.domain.errors import InvalidInput, NotFound
 from patron.services.clock import utcnow
+from patron.storage import idempotency as idempotency_repo
 from patron.storage import outbox as repo
 from patron.storage.ids import new_id
 
@@ -264,7 +265,8 @@ def prune(
     attempts) and fanned-out business events older than ``days`` at ``as_of`` are deleted, in
     batches of one transaction each. Kept whatever their age: deliveries still pending, the
     events they deliver, events not fanned out yet, and each member's latest event (it carries
-    their stream's last number). ``days`` 0 keeps everything. (events, deliveries, attempts)."""
+    their stream's last number). The answers stored for Idempotency-Key replays go after the same
+    ``days``. ``days`` 0 keeps everything. (events, deliveries, attempts)."""
     if days < 0:
         raise InvalidInput("the retention is a number of days, 0 or more", field="days")
     if days == 0:
@@ -291,5 +293,10 @@ def prune(
         if progress and done:
             progress(done)
         if after is None:
+            break
+    while True:  # the answers kept for Idempotency-Key replays: a retry comes within days, not months
+        with engine.begin() as conn:
+            done = idempotency_repo.prune(conn, cutoff=cutoff, merchant_id=merchant_id, limit=PRUNE_BATCH)
+        if done < PRUNE_BATCH:
             break
     return events, deliveries, attempts

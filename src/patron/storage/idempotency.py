@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -43,3 +44,15 @@ def settle(conn: Connection, merchant_id: str, key: str, *, status_code: int, re
         .where(idempotency_keys.c.merchant_id == merchant_id, idempotency_keys.c.key == key)
         .values(status_code=status_code, response=response)
     )
+
+
+def prune(conn: Connection, *, cutoff: datetime, merchant_id: str | None, limit: int) -> int:
+    """Delete at most ``limit`` stored answers created before ``cutoff``; how many."""
+    c = idempotency_keys.c
+    stmt = select(c.merchant_id, c.key).where(c.created_at < cutoff).limit(limit)
+    if merchant_id is not None:
+        stmt = stmt.where(c.merchant_id == merchant_id)
+    keys = [tuple(r) for r in conn.execute(stmt)]
+    if keys:
+        conn.execute(delete(idempotency_keys).where(tuple_(c.merchant_id, c.key).in_(keys)))
+    return len(keys)
