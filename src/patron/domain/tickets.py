@@ -184,13 +184,7 @@ def check_in(status: str, *, checked_in_at: datetime | None) -> None:
         raise TicketWaitlisted("this ticket is on the waitlist and has no seat yet")
 
 
-def check_cancel(
-    status: str,
-    *,
-    checked_in_at: datetime | None,
-    starts_at: datetime | None = None,
-    now: datetime | None = None,
-) -> None:
+def check_cancel(status: str, *, checked_in_at: datetime | None, starts_at: datetime, now: datetime) -> None:
     """An issued or waitlisted ticket can be cancelled until the event starts; a used or
     cancelled one cannot (nor, once it has started, one the member did not use: no refund for a
     no-show, and no seat to hand to the waitlist)."""
@@ -202,7 +196,7 @@ def check_cancel(
         )
     if status == TicketStatus.CANCELLED:
         raise TicketCancelled("this ticket was already cancelled")
-    if starts_at is not None and now is not None and now >= starts_at:
+    if now >= starts_at:
         raise EventClosed(
             f"the event started at {starts_at.isoformat()}: its tickets can no longer be cancelled"
         )

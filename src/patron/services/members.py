@@ -346,13 +346,8 @@ def erase(conn: Connection, *, merchant_id: str, member_id: str) -> dict[str, An
     erased = get_member(conn, merchant_id=merchant_id, member_id=member_id)
     # what was stored for replays and for other systems said who they were: it is forgotten too
     for table, rows in repo.stored_answers_of(conn, merchant_id, member_id).items():
-        scrubbed = [(k, _forget(v, member_id, erased)) for k, v in rows]
-        repo.replace_stored_answers(
-            conn,
-            merchant_id,
-            table,
-            [(k, v) for (k, v), (_, old) in zip(scrubbed, rows, strict=True) if v != old],
-        )
+        changed = [(k, new) for k, old in rows if (new := _forget(old, member_id, erased)) != old]
+        repo.replace_stored_answers(conn, merchant_id, table, changed)
     outbox.emit(  # other systems should forget the person too
         conn,
         merchant_id=merchant_id,

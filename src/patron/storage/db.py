@@ -55,6 +55,14 @@ def is_postgres(conn: Connection | Engine) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+def conflict_insert(conn: Connection, table: Table) -> Any:
+    """An INSERT into ``table`` that takes ``on_conflict_do_nothing`` / ``on_conflict_do_update``
+    (PostgreSQL's and SQLite's own, which SQLAlchemy builds alike)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if is_postgres(conn) else sqlite).insert(table)
+
+
 @contextmanager
 def pipelined(conn: Connection) -> Iterator[None]:
     """Send the statements executed inside to PostgreSQL in one round trip (psycopg's pipeline

@@ -6,9 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from patron.storage.db import conflict_insert
 from patron.storage.tables import idempotency_keys
 
 
@@ -27,9 +26,8 @@ def put(conn: Connection, **values: Any) -> None:
 def claim(conn: Connection, **values: Any) -> bool:
     """Insert the key's row unless the merchant has it: whether this call inserted it. A second
     claim of the same key waits (PostgreSQL) until the first transaction ends, then says False."""
-    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        dialect(idempotency_keys)
+        conflict_insert(conn, idempotency_keys)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
         .returning(idempotency_keys.c.key)

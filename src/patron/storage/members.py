@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Text, and_, bindparam, cast, insert, select, update
 
 from patron.storage.db import insert_many
-from patron.storage.tables import members
+from patron.storage.outbox import outbox_events
+from patron.storage.tables import events, idempotency_keys, members
 
 LOOKUPS = ("email_key", "phone", "card_number", "external_id", "referral_code")
 
@@ -94,11 +95,6 @@ def stored_answers_of(conn: Connection, merchant_id: str, member_id: str) -> dic
     """Every stored JSON that may hold the member's personal data, by table, as ``(key, json)``:
     their events' results, their business events' data, and the stored answers of
     Idempotency-Keys that mention them (erasure scrubs them all)."""
-    from sqlalchemy import Text, and_, cast
-
-    from patron.storage.outbox import outbox_events
-    from patron.storage.tables import events, idempotency_keys
-
     found: dict[str, list[tuple[Any, Any]]] = {}
     found["events"] = [
         (r[0], r[1])
@@ -134,11 +130,6 @@ def replace_stored_answers(
     conn: Connection, merchant_id: str, table: str, rows: list[tuple[Any, Any]]
 ) -> None:
     """Write back the scrubbed JSON of :func:`stored_answers_of` (``rows``: ``(key, json)``)."""
-    from sqlalchemy import bindparam
-
-    from patron.storage.outbox import outbox_events
-    from patron.storage.tables import events, idempotency_keys
-
     target, key, column = {
         "events": (events, events.c.id, "result"),
         "outbox_events": (outbox_events, outbox_events.c.id, "data"),

@@ -34,10 +34,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from patron.storage.db import conflict_insert
 from patron.storage.tables import (
     ID,
     UTCDateTime,
@@ -111,8 +109,7 @@ def _insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -
     """Insert rows, skipping those whose unique key is already there; how many were new."""
     if not rows:
         return 0
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing()
+    stmt = conflict_insert(conn, table).on_conflict_do_nothing()
     done = 0
     for i in range(0, len(rows), CHUNK):
         result = conn.execute(stmt, rows[i : i + CHUNK])
@@ -166,8 +163,9 @@ def put_preferences(
     """The member's preferences become these: one upsert, so that two at once (a mail
     provider's one-click unsubscribe and the member's own click) both succeed."""
     values = {"unsubscribed_at": unsubscribed_at, "off": off, "updated_at": at}
-    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = dialect(notification_preferences).values(merchant_id=merchant_id, member_id=member_id, **values)
+    stmt = conflict_insert(conn, notification_preferences).values(
+        merchant_id=merchant_id, member_id=member_id, **values
+    )
     conn.execute(stmt.on_conflict_do_update(index_elements=["merchant_id", "member_id"], set_=values))
 
 

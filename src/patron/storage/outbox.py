@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from patron.storage.db import bind_row, fetch_driver, insert_many
+from patron.storage.db import bind_row, conflict_insert, fetch_driver, insert_many
 from patron.storage.tables import ID, UTCDateTime, metadata
 
 outbox_events = Table(
@@ -163,15 +163,7 @@ def last_seq(conn: Connection, merchant_id: str, stream: str) -> int:
 def _insert_new(conn: Connection) -> Any:
     """An INSERT that skips a row whose (merchant, stream, seq) is taken, instead of failing:
     the transaction goes on and the caller takes the next number."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(outbox_events).on_conflict_do_nothing(
-            index_elements=["merchant_id", "stream", "seq"]
-        )
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(outbox_events).on_conflict_do_nothing(
+    return conflict_insert(conn, outbox_events).on_conflict_do_nothing(
         index_elements=["merchant_id", "stream", "seq"]
     )
 

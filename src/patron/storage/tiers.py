@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
+from patron.storage.db import conflict_insert
 from patron.storage.tables import (
     UTCDateTime,
     member_milestones,
@@ -218,14 +219,8 @@ def insert_new_changes(conn: Connection, rows: list[dict[str, Any]]) -> set[tupl
 
     if not rows:
         return set()
-    from sqlalchemy.dialects import postgresql, sqlite
-
     key = ["merchant_id", "member_id", "at", "to_tier"]
-    base = (
-        postgresql.insert(tier_changes).on_conflict_do_nothing(index_elements=key)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(tier_changes).on_conflict_do_nothing(index_elements=key)
-    )
+    base = conflict_insert(conn, tier_changes).on_conflict_do_nothing(index_elements=key)
     stmt = base.returning(tier_changes.c.member_id, tier_changes.c.at, tier_changes.c.to_tier)
     return {(str(m), at, str(t)) for m, at, t in conn.execute(stmt, rows)}
 
